@@ -1,0 +1,245 @@
+// Package integration runs the shim binary against the real runtimes (Debian
+// runc and crun), as root. Tests skip with a reason when not root or when a
+// runtime is missing; CI runs them as root with everything installed.
+package integration
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+// shimBin is the shim built once for the whole package.
+var shimBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "userns-shim-it-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	shimBin = filepath.Join(dir, "userns-shim")
+	build := exec.Command("go", "build", "-o", shimBin, "../cmd/userns-shim")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build shim:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func requireRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: creates containers, user namespaces and mounts")
+	}
+}
+
+// Runtime is a real OCI runtime the tests run behind the shim.
+type Runtime struct {
+	Name string
+	Path string // what the shim's config names as runtime
+}
+
+// crunWrapper runs Debian's crun 1.8.1 in a private mount namespace without
+// the cgroup2 mount of the hybrid layout, which crun refuses
+// ("cgroups in hybrid mode not supported"). The host is not changed.
+const crunWrapper = `#!/bin/sh
+exec unshare -m --propagation private sh -c 'umount /sys/fs/cgroup/unified 2>/dev/null; exec crun "$@"' crun "$@"
+`
+
+// runtimes returns the real runtimes installed here: runc and crun (through
+// the hybrid-cgroup wrapper when this host needs it).
+func runtimes(t *testing.T) []Runtime {
+	t.Helper()
+	var rts []Runtime
+	if p, err := exec.LookPath("runc"); err == nil {
+		rts = append(rts, Runtime{Name: "runc", Path: p})
+	}
+	if p, err := exec.LookPath("crun"); err == nil {
+		if hybridCgroups() {
+			p = filepath.Join(t.TempDir(), "crun")
+			if err := os.WriteFile(p, []byte(crunWrapper), 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
+		rts = append(rts, Runtime{Name: "crun", Path: p})
+	}
+	if len(rts) == 0 {
+		t.Skip("neither runc nor crun is installed (apt-get install runc crun)")
+	}
+	return rts
+}
+
+func hybridCgroups() bool {
+	var st, un os.FileInfo
+	st, err1 := os.Stat("/sys/fs/cgroup/unified")
+	un, err2 := os.Stat("/sys/fs/cgroup/cpu")
+	return err1 == nil && err2 == nil && st.IsDir() && un.IsDir()
+}
+
+// Env is one test's shim setup: its config file and state dir.
+type Env struct {
+	t        *testing.T
+	RT       Runtime
+	StateDir string
+	Config   string
+	RootDir  string // the runtime's --root
+}
+
+// newEnv writes a shim config for rt; extra is appended TOML.
+func newEnv(t *testing.T, rt Runtime, extra string) *Env {
+	t.Helper()
+	dir := t.TempDir()
+	e := &Env{t: t, RT: rt, StateDir: filepath.Join(dir, "state"), Config: filepath.Join(dir, "config.toml"), RootDir: filepath.Join(dir, "root")}
+	cfg := fmt.Sprintf("runtime = %q\nstate_dir = %q\n%s\n", rt.Path, e.StateDir, extra)
+	if err := os.WriteFile(e.Config, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+// Result is one shim invocation's outcome.
+type Result struct {
+	Code           int
+	Stdout, Stderr string
+}
+
+// Shim runs the shim with args (argv without argv[0]) and the test's config.
+func (e *Env) Shim(args ...string) Result {
+	e.t.Helper()
+	cmd := exec.Command(shimBin, args...)
+	cmd.Env = append(os.Environ(), "USERNS_SHIM_CONFIG="+e.Config)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	r := Result{Stdout: out.String(), Stderr: errb.String()}
+	var ee *exec.ExitError
+	switch {
+	case errors.As(err, &ee):
+		r.Code = ee.ExitCode()
+	case err != nil:
+		e.t.Fatalf("run shim: %v", err)
+	}
+	return r
+}
+
+// MustShim runs the shim and fails the test on a non-zero exit.
+func (e *Env) MustShim(args ...string) Result {
+	e.t.Helper()
+	r := e.Shim(args...)
+	if r.Code != 0 {
+		e.t.Fatalf("userns-shim %s: exit %d\nstdout: %s\nstderr: %s", strings.Join(args, " "), r.Code, r.Stdout, r.Stderr)
+	}
+	return r
+}
+
+// Bundle is a container bundle with a busybox-static rootfs.
+type Bundle struct {
+	Dir  string
+	Spec *specs.Spec
+}
+
+// ConfigPath is the bundle's config.json.
+func (b *Bundle) ConfigPath() string { return filepath.Join(b.Dir, "config.json") }
+
+// newBundle makes a bundle whose rootfs holds busybox-static, with the files
+// a rootfs owned by host root must already have to be usable from a user
+// namespace. The spec is runc's default with args as the process.
+func newBundle(t *testing.T, args ...string) *Bundle {
+	t.Helper()
+	bb, err := exec.LookPath("busybox")
+	if err != nil {
+		t.Skip("busybox is not installed (apt-get install busybox-static)")
+	}
+	dir := t.TempDir()
+	// Temp dirs are 0700; the container's mapped root must be able to reach its rootfs.
+	for d := dir; d != os.TempDir() && d != "/"; d = filepath.Dir(d) {
+		os.Chmod(d, 0o755)
+	}
+	root := filepath.Join(dir, "rootfs")
+	for _, d := range []string{"bin", "proc", "sys", "dev", "etc", "tmp", "root", "run"} {
+		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	os.Chmod(filepath.Join(root, "tmp"), 0o1777)
+	if err := copyFile(bb, filepath.Join(root, "bin", "busybox")); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []string{"sh", "id", "ls", "cat", "sleep", "true", "echo", "touch", "stat", "mkdir", "ps"} {
+		if err := os.Symlink("busybox", filepath.Join(root, "bin", c)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, f := range []string{"etc/hosts", "etc/hostname", "etc/resolv.conf"} {
+		if err := os.WriteFile(filepath.Join(root, f), nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	os.WriteFile(filepath.Join(root, "etc/passwd"), []byte("root:x:0:0:root:/root:/bin/sh\n"), 0o644)
+	os.WriteFile(filepath.Join(root, "etc/group"), []byte("root:x:0:\n"), 0o644)
+	spec := exec.Command("runc", "spec", "--bundle", dir)
+	if out, err := spec.CombinedOutput(); err != nil {
+		t.Fatalf("runc spec: %v: %s", err, out)
+	}
+	b := &Bundle{Dir: dir}
+	b.Load(t)
+	b.Spec.Process.Terminal = false
+	b.Spec.Process.Args = args
+	b.Save(t)
+	return b
+}
+
+// Load reads the bundle's config.json into b.Spec.
+func (b *Bundle) Load(t *testing.T) {
+	t.Helper()
+	data, err := os.ReadFile(b.ConfigPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Spec = new(specs.Spec)
+	if err := json.Unmarshal(data, b.Spec); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Save writes b.Spec to config.json.
+func (b *Bundle) Save(t *testing.T) {
+	t.Helper()
+	data, err := json.MarshalIndent(b.Spec, "", "  ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(b.ConfigPath(), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Raw returns config.json's bytes, to compare before and after a refusal.
+func (b *Bundle) Raw(t *testing.T) []byte {
+	t.Helper()
+	data, err := os.ReadFile(b.ConfigPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
+
+func copyFile(src, dst string) error {
+	data, err := os.ReadFile(src)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(dst, data, 0o755)
+}

@@ -1,0 +1,124 @@
+// Package runtime finds the real OCI runtime and hands over to it: by exec(2)
+// for everything that passes through, as a child for the calls whose outcome
+// the shim must see.
+package runtime
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// Resolve returns the absolute path of the real runtime: name (a name on
+// PATH or an absolute path), or crun, else runc when name is empty. It
+// refuses the shim's own binary, which would otherwise exec itself forever
+// when installed under a runtime's name.
+func Resolve(name string) (string, error) {
+	candidates := []string{name}
+	if name == "" {
+		candidates = []string{"crun", "runc"}
+	}
+	var lastErr error
+	for _, c := range candidates {
+		p, err := exec.LookPath(c)
+		if err != nil {
+			lastErr = err
+			continue
+		}
+		if p, err = filepath.Abs(p); err != nil {
+			return "", err
+		}
+		if isSelf(p) {
+			lastErr = fmt.Errorf("%s is userns-shim itself", p)
+			continue
+		}
+		return p, nil
+	}
+	if name == "" {
+		return "", fmt.Errorf("no real runtime found: neither crun nor runc is on PATH (%v); set runtime in the config file", lastErr)
+	}
+	return "", fmt.Errorf("real runtime %q: %w", name, lastErr)
+}
+
+func isSelf(p string) bool {
+	var a, b unix.Stat_t
+	if unix.Stat(p, &a) != nil || unix.Stat("/proc/self/exe", &b) != nil {
+		return false
+	}
+	return a.Dev == b.Dev && a.Ino == b.Ino
+}
+
+// Exec replaces the shim with the runtime. argv, environment and every
+// inherited file descriptor (conmon's sync pipes, console sockets) reach it
+// untouched: Go opens its own descriptors close-on-exec.
+func Exec(path string, args []string) error {
+	argv := append([]string{path}, args...)
+	err := unix.Exec(path, argv, os.Environ())
+	return &os.PathError{Op: "exec", Path: path, Err: err}
+}
+
+// Run starts the runtime as a child and waits for it, forwarding the signals
+// a caller uses to stop it. Inherited descriptors pass as with Exec. It
+// returns the exit status to pass on: the child's own, or 128+signal.
+func Run(path string, args []string) (int, error) {
+	sigs := make(chan os.Signal, 8)
+	signal.Notify(sigs, unix.SIGINT, unix.SIGTERM, unix.SIGHUP, unix.SIGQUIT, unix.SIGUSR1, unix.SIGUSR2)
+	defer signal.Stop(sigs)
+
+	p, err := os.StartProcess(path, append([]string{path}, args...), &os.ProcAttr{
+		Files: []*os.File{os.Stdin, os.Stdout, os.Stderr},
+	})
+	if err != nil {
+		return 0, &os.PathError{Op: "start", Path: path, Err: errors.Unwrap(err)}
+	}
+	done := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case s := <-sigs:
+				_ = p.Signal(s)
+			case <-done:
+				return
+			}
+		}
+	}()
+	st, err := p.Wait()
+	close(done)
+	if err != nil {
+		return 0, fmt.Errorf("wait for %s: %w", path, err)
+	}
+	ws := st.Sys().(syscall.WaitStatus)
+	if ws.Signaled() {
+		return 128 + int(ws.Signal()), nil
+	}
+	return ws.ExitStatus(), nil
+}
+
+// Output runs the runtime with args and returns its standard output.
+func Output(path string, args ...string) ([]byte, error) {
+	cmd := exec.Command(path, args...)
+	out, err := cmd.Output()
+	if err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) && len(ee.Stderr) > 0 {
+			return out, fmt.Errorf("%s %v: %w: %s", path, args, err, firstLine(ee.Stderr))
+		}
+		return out, fmt.Errorf("%s %v: %w", path, args, err)
+	}
+	return out, nil
+}
+
+func firstLine(b []byte) string {
+	for i, c := range b {
+		if c == '\n' {
+			return string(b[:i])
+		}
+	}
+	return string(b)
+}

@@ -1,0 +1,252 @@
+package shim
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/sirupsen/logrus"
+
+	"github.com/userns-shim/userns-shim/pkg/config"
+	"github.com/userns-shim/userns-shim/pkg/mapping"
+	"github.com/userns-shim/userns-shim/pkg/nsexec"
+	"github.com/userns-shim/userns-shim/pkg/runtime"
+	"github.com/userns-shim/userns-shim/pkg/spec"
+	"github.com/userns-shim/userns-shim/pkg/state"
+)
+
+// Decision is what the shim concluded about one container's user namespace.
+type Decision struct {
+	Source  mapping.Source
+	Mapping mapping.Mapping
+	PodUID  string
+}
+
+// create handles create and run: load, decide, validate, rewrite, record,
+// then hand over. Every refusal happens before the first write.
+func (s *Shim) create() (int, error) {
+	bundle, cfgPath, err := s.configPath()
+	if err != nil {
+		return 0, err
+	}
+	raw, err := os.ReadFile(cfgPath)
+	if err == nil && s.Cfg.Mode == config.ModePassthrough && !mayCarryMapping(raw) {
+		// Nothing in the document can ask for a mapping: skip the decode.
+		s.Log.WithField("id", s.Inv.ContainerID).Debug("no mapping source in config.json; passing through")
+		return 0, runtime.Exec(s.RuntimePath, s.Inv.Args)
+	}
+	f, err := spec.Load(cfgPath)
+	if err != nil {
+		return 0, err
+	}
+	d, err := Decide(f.Spec, s.Cfg, s.sources())
+	if err != nil {
+		return 0, fmt.Errorf("container %s: %w", s.Inv.ContainerID, err)
+	}
+	log := s.Log.WithFields(logrus.Fields{"id": s.Inv.ContainerID, "source": d.Source})
+	if d.Source == mapping.SourceNone {
+		log.Debug("no mapping from any source; mode passthrough: running the container as it is")
+		return 0, runtime.Exec(s.RuntimePath, s.Inv.Args)
+	}
+	log.WithFields(logrus.Fields{"uidMappings": mapping.String(d.Mapping.UIDs), "gidMappings": mapping.String(d.Mapping.GIDs)}).
+		Debug("user namespace decided")
+
+	rec := &state.Record{
+		ID: s.Inv.ContainerID, Bundle: bundle, Root: s.Inv.Global.Root, Runtime: s.RuntimePath,
+		PodUID: d.PodUID, Source: d.Source, Mapping: d.Mapping, Created: time.Now().UTC(),
+	}
+	if err := s.State.Save(rec); err != nil {
+		return 0, err
+	}
+	if d.Source != mapping.SourceSpec {
+		spec.SetUserNamespace(f.Spec, d.Mapping)
+		if err := f.Save(f.Spec); err != nil {
+			return 0, errors.Join(err, s.State.Remove(rec.ID))
+		}
+	}
+	if s.Inv.Command == "run" {
+		return 0, runtime.Exec(s.RuntimePath, s.Inv.Args)
+	}
+	code, err := runtime.Run(s.RuntimePath, s.Inv.Args)
+	if err != nil || code != 0 {
+		// The container does not exist: its record goes.
+		if rerr := s.State.Remove(rec.ID); rerr != nil {
+			log.WithError(rerr).Warn("remove record after failed create")
+		}
+	}
+	return code, err
+}
+
+// configPath returns the bundle and the config.json the runtime will read,
+// after checking the bundle, before anything is written.
+func (s *Shim) configPath() (bundle, cfgPath string, err error) {
+	if bundle, err = filepath.Abs(s.Inv.Bundle); err != nil { // "" is the current directory
+		return "", "", fmt.Errorf("bundle %q: %w", s.Inv.Bundle, err)
+	}
+	st, err := os.Stat(bundle)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return "", "", fmt.Errorf("bundle %s does not exist", bundle)
+	case err != nil:
+		return "", "", fmt.Errorf("bundle: %w", err)
+	case !st.IsDir():
+		return "", "", fmt.Errorf("bundle %s is not a directory", bundle)
+	}
+	name := s.Inv.ConfigFile
+	if name == "" {
+		name = "config.json"
+	}
+	if !filepath.IsAbs(name) {
+		name = filepath.Join(bundle, name)
+	}
+	return bundle, name, nil
+}
+
+// mayCarryMapping is a cheap byte scan that is true whenever any mapping
+// source could apply to the document: a user namespace or mappings, the
+// shim's annotations, or a pod UID that could lead to a kubelet record.
+func mayCarryMapping(raw []byte) bool {
+	for _, k := range [][]byte{
+		[]byte(`"user"`), []byte("Mappings"), []byte("userns-shim.io/"),
+		[]byte(spec.AnnotationPodUID), []byte(spec.AnnotationContainerdPodUID),
+	} {
+		if bytes.Contains(raw, k) {
+			return true
+		}
+	}
+	return false
+}
+
+// Sources are the mapping sources that need the host: kept apart from
+// Decide so that Decide stays a pure function with table tests.
+type Sources struct {
+	// KubeletRecord returns the kubelet's userns file for a pod, or
+	// fs.ErrNotExist.
+	KubeletRecord func(podUID string) ([]byte, error)
+	// JoinedMapping returns the mapping of a user namespace joined by path.
+	JoinedMapping func(path string) (mapping.Mapping, error)
+	// IsHost tells whether a namespace path is the host's.
+	IsHost spec.HostNamespaceChecker
+}
+
+func (s *Shim) sources() Sources {
+	return Sources{
+		KubeletRecord: func(uid string) ([]byte, error) {
+			return os.ReadFile(filepath.Join(s.Cfg.KubeletRoot, "pods", uid, "userns"))
+		},
+		JoinedMapping: joinedMapping,
+		IsHost:        nsexec.IsHostNamespace,
+	}
+}
+
+func joinedMapping(path string) (mapping.Mapping, error) {
+	proc := nsexec.ProcOfUserNS(path)
+	if proc == "" {
+		return mapping.Mapping{}, fmt.Errorf("user namespace %s is joined by path but config.json has no uidMappings/gidMappings, and it is not a /proc/<pid>/ns/user path whose maps could be read", path)
+	}
+	var m mapping.Mapping
+	for _, x := range []struct {
+		file string
+		dst  *[]specs.LinuxIDMapping
+	}{{"uid_map", &m.UIDs}, {"gid_map", &m.GIDs}} {
+		data, err := os.ReadFile(filepath.Join(proc, x.file))
+		if err != nil {
+			return m, err
+		}
+		if *x.dst, err = mapping.ParseProcMap(data); err != nil {
+			return m, fmt.Errorf("%s/%s: %w", proc, x.file, err)
+		}
+	}
+	return m, nil
+}
+
+// Decide resolves a container's mapping from the first source that applies
+// (config.json, mounts, annotations, the kubelet's record, the mode), then
+// validates it.
+func Decide(sp *specs.Spec, cfg config.Config, src Sources) (Decision, error) {
+	d, err := resolve(sp, cfg, src)
+	if err != nil || d.Source == mapping.SourceNone {
+		return d, err
+	}
+	return d, validate(sp, d, cfg, src)
+}
+
+func resolve(sp *specs.Spec, cfg config.Config, src Sources) (Decision, error) {
+	var d Decision
+	var err error
+	if d.PodUID, err = spec.PodUID(sp.Annotations); err != nil {
+		return d, err
+	}
+	if ns := spec.Namespace(sp, specs.UserNamespace); ns != nil {
+		if m := spec.SpecMapping(sp); !m.Empty() {
+			d.Source, d.Mapping = mapping.SourceSpec, m
+			return d, nil
+		}
+		if ns.Path != "" {
+			m, err := src.JoinedMapping(ns.Path)
+			if err != nil {
+				return d, err
+			}
+			d.Source, d.Mapping = mapping.SourceSpec, m
+			return d, nil
+		}
+	}
+	if m, found, err := mapping.FromMounts(sp.Mounts); found || err != nil {
+		d.Source, d.Mapping = mapping.SourceMounts, m
+		return d, err
+	}
+	if m, found, err := mapping.FromAnnotations(sp.Annotations); found || err != nil {
+		d.Source, d.Mapping = mapping.SourceAnnotation, m
+		return d, err
+	}
+	if d.PodUID != "" && src.KubeletRecord != nil {
+		data, err := src.KubeletRecord(d.PodUID)
+		switch {
+		case err == nil:
+			d.Source = mapping.SourceKubelet
+			d.Mapping, err = mapping.ParseKubeletRecord(data)
+			return d, err
+		case !errors.Is(err, fs.ErrNotExist):
+			return d, fmt.Errorf("kubelet record of pod %s: %w", d.PodUID, err)
+		}
+	}
+	switch cfg.Mode {
+	case config.ModeRequire:
+		return d, errors.New("mode is require and no mapping was found: config.json has no user namespace, no mount carries uidMappings, there is no " +
+			mapping.AnnotationUIDMappings + " annotation and no kubelet record for the pod")
+	case config.ModeAllocate:
+		return d, errors.New("mode allocate is not available in this version: no mapping was found and the shim cannot allocate one yet; use mode = \"require\" or give the pod a " +
+			mapping.AnnotationUIDMappings + " annotation")
+	}
+	d.Source = mapping.SourceNone
+	return d, nil
+}
+
+func validate(sp *specs.Spec, d Decision, cfg config.Config, src Sources) error {
+	rules := mapping.Rules{MinHostID: cfg.Validation.MinHostID, SizeMultiple: cfg.Validation.SizeMultiple}
+	var errs []error
+	if err := mapping.Validate(d.Mapping, rules); err != nil {
+		errs = append(errs, fmt.Errorf("%s mapping refused: %w", d.Source, err))
+	}
+	if sp.Process != nil {
+		if err := mapping.ValidateProcessUser(sp.Process.User, d.Mapping); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if ns := spec.Namespace(sp, specs.UserNamespace); ns != nil && ns.Path != "" {
+		if host, err := src.IsHost(specs.UserNamespace, ns.Path); err != nil {
+			errs = append(errs, fmt.Errorf("user namespace path: %w", err))
+		} else if host {
+			errs = append(errs, fmt.Errorf("user namespace path %s is the host's user namespace", ns.Path))
+		}
+	}
+	if err := spec.CheckHostNamespaces(sp, src.IsHost); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}

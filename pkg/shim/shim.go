@@ -1,0 +1,181 @@
+// Package shim wires one invocation together: argv, configuration, the
+// decision about a container's user namespace, and the hand-over to the real
+// runtime. cmd/userns-shim only calls Main.
+package shim
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/userns-shim/userns-shim/pkg/config"
+	"github.com/userns-shim/userns-shim/pkg/logging"
+	"github.com/userns-shim/userns-shim/pkg/runcargs"
+	"github.com/userns-shim/userns-shim/pkg/runtime"
+	"github.com/userns-shim/userns-shim/pkg/state"
+)
+
+// Set at build time with -ldflags -X.
+var (
+	Version = "0.1.0-dev"
+	Commit  = "unknown"
+)
+
+// Main runs the shim with os.Args and returns the exit status.
+func Main(args []string) int {
+	inv, perr := runcargs.Parse(args[1:])
+	cfg, cerr := config.Load(os.Getenv)
+
+	// The common case first and with the least work: a call that passes
+	// straight through is an exec, nothing more.
+	if perr == nil && cerr == nil && passesThrough(inv, cfg) {
+		path, err := runtime.Resolve(cfg.Runtime)
+		if err == nil {
+			err = runtime.Exec(path, inv.Args)
+		}
+		return fail(logging.Open(inv.Global, os.Stderr), err)
+	}
+
+	log := logging.Open(inv.Global, os.Stderr)
+	defer log.Close()
+	if err := errors.Join(perr, cerr); err != nil {
+		return fail(log, err)
+	}
+	path, err := runtime.Resolve(cfg.Runtime)
+	if err != nil {
+		return fail(log, err)
+	}
+	s := &Shim{Cfg: cfg, Inv: inv, RuntimePath: path, Log: log, State: state.Dir(cfg.StateDir)}
+	code, err := s.dispatch()
+	if err != nil {
+		return fail(log, err)
+	}
+	return code
+}
+
+func fail(log *logging.Logger, err error) int {
+	log.Fail(err)
+	log.Close()
+	return 1
+}
+
+// passesThrough reports whether the invocation goes to the runtime by exec
+// with no work by the shim.
+func passesThrough(inv *runcargs.Invocation, cfg config.Config) bool {
+	switch inv.Command {
+	case runcargs.CmdCreate, runcargs.CmdRun, runcargs.CmdShim, "features":
+		return false
+	case "":
+		return !inv.Global.Version
+	case "delete":
+		return !hasRecord(inv, cfg)
+	}
+	return true
+}
+
+// hasRecord reports whether the container a delete names has a shim record
+// to remove. The container ID is the last token that is not a flag.
+func hasRecord(inv *runcargs.Invocation, cfg config.Config) bool {
+	for i := len(inv.CommandArgs) - 1; i >= 0; i-- {
+		a := inv.CommandArgs[i]
+		if len(a) > 0 && a[0] != '-' {
+			return runcargs.ValidateContainerID(a) == nil && state.Dir(cfg.StateDir).Has(a)
+		}
+	}
+	return false
+}
+
+// Shim is one invocation that needs the shim's own work.
+type Shim struct {
+	Cfg         config.Config
+	Inv         *runcargs.Invocation
+	RuntimePath string
+	Log         *logging.Logger
+	State       state.Dir
+}
+
+func (s *Shim) dispatch() (int, error) {
+	switch s.Inv.Command {
+	case runcargs.CmdCreate, runcargs.CmdRun:
+		if s.Inv.Global.Help {
+			return 0, runtime.Exec(s.RuntimePath, s.Inv.Args)
+		}
+		return s.create()
+	case "delete":
+		return s.delete()
+	case "features":
+		return s.features()
+	case runcargs.CmdShim:
+		return s.verb()
+	case "":
+		return s.version()
+	}
+	return 0, runtime.Exec(s.RuntimePath, s.Inv.Args)
+}
+
+func (s *Shim) runtimeInfo() (runtime.Info, error) {
+	out, err := runtime.Output(s.RuntimePath, "--version")
+	if err != nil {
+		return runtime.Info{}, err
+	}
+	return runtime.ParseVersion(out)
+}
+
+func (s *Shim) version() (int, error) {
+	inf, err := s.runtimeInfo()
+	if err != nil {
+		return 0, err
+	}
+	fmt.Print(runtime.VersionText(Version, Commit, s.RuntimePath, inf))
+	return 0, nil
+}
+
+func (s *Shim) features() (int, error) {
+	inf, err := s.runtimeInfo()
+	if err != nil {
+		return 0, err
+	}
+	// The shim makes no ID-mapped mounts itself yet, so idmap is only what
+	// the real runtime claims for itself.
+	doc, err := runtime.Features(s.RuntimePath, inf, false)
+	if err != nil {
+		return 0, err
+	}
+	_, err = os.Stdout.Write(doc)
+	return 0, err
+}
+
+// delete passes the delete to the runtime and, once it succeeded, removes the
+// shim's record of the container.
+func (s *Shim) delete() (int, error) {
+	code, err := runtime.Run(s.RuntimePath, s.Inv.Args)
+	if err != nil || code != 0 {
+		return code, err
+	}
+	for i := len(s.Inv.CommandArgs) - 1; i >= 0; i-- {
+		if a := s.Inv.CommandArgs[i]; a != "" && a[0] != '-' {
+			return 0, s.State.Remove(a)
+		}
+	}
+	return 0, nil
+}
+
+// verb runs the shim's own subcommands: `userns-shim shim VERB`.
+func (s *Shim) verb() (int, error) {
+	args := s.Inv.CommandArgs
+	if len(args) == 2 && args[0] == "inspect" {
+		if err := runcargs.ValidateContainerID(args[1]); err != nil {
+			return 0, err
+		}
+		data, err := os.ReadFile(s.State.Path(args[1]))
+		if errors.Is(err, os.ErrNotExist) {
+			return 0, fmt.Errorf("no record of container %q: the shim passed it through unchanged, or it was deleted", args[1])
+		}
+		if err != nil {
+			return 0, err
+		}
+		_, err = os.Stdout.Write(data)
+		return 0, err
+	}
+	return 0, fmt.Errorf("usage: userns-shim shim inspect CONTAINER-ID")
+}

@@ -1,0 +1,172 @@
+// Package spec loads and saves a bundle's config.json and holds the spec
+// modifiers: pure functions on *specs.Spec. Loading keeps the original bytes
+// so that a refused create can prove it changed nothing, and saving keeps
+// every field, including ones this version of specs-go does not know.
+package spec
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"syscall"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+
+	"github.com/userns-shim/userns-shim/pkg/fsutil"
+)
+
+// MaxSize bounds the config.json the shim reads. Real ones are a few KiB;
+// a spec with thousands of mounts stays well below this.
+const MaxSize = 32 << 20
+
+// File is a loaded config.json.
+type File struct {
+	Path string
+	Raw  []byte // the bytes as read
+	Spec *specs.Spec
+	mode os.FileMode
+	uid  int
+	gid  int
+}
+
+// Load reads and decodes path. It refuses a symlink, so that a bundle cannot
+// point the shim at another file to rewrite.
+func Load(path string) (*File, error) {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
+	if err != nil {
+		if errors.Is(err, unix.ELOOP) {
+			return nil, fmt.Errorf("open %s: it is a symlink; config.json must be a regular file", path)
+		}
+		return nil, &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	f := os.NewFile(uintptr(fd), path)
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is not a regular file (%s)", path, st.Mode().Type())
+	}
+	raw, err := io.ReadAll(io.LimitReader(f, MaxSize+1))
+	if err != nil {
+		return nil, &os.PathError{Op: "read", Path: path, Err: err}
+	}
+	if len(raw) > MaxSize {
+		return nil, fmt.Errorf("%s is larger than %d MiB", path, MaxSize>>20)
+	}
+	s, err := Decode(raw)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	sys := st.Sys().(*syscall.Stat_t)
+	return &File{Path: path, Raw: raw, Spec: s, mode: st.Mode().Perm(), uid: int(sys.Uid), gid: int(sys.Gid)}, nil
+}
+
+// Decode parses a config.json document.
+func Decode(raw []byte) (*specs.Spec, error) {
+	var s specs.Spec
+	if err := json.Unmarshal(raw, &s); err != nil {
+		var se *json.SyntaxError
+		if errors.As(err, &se) {
+			return nil, fmt.Errorf("not valid JSON at byte %d: %w", se.Offset, err)
+		}
+		return nil, fmt.Errorf("not a valid OCI runtime spec: %w", err)
+	}
+	if s.Process == nil && s.Root == nil && s.Linux == nil {
+		return nil, errors.New("not an OCI runtime spec: no process, root or linux section")
+	}
+	return &s, nil
+}
+
+// Encode marshals s, keeping every field of orig (the document s was decoded
+// from) that specs-go does not know, so a rewrite never drops what a newer
+// CRI runtime wrote.
+func Encode(s *specs.Spec, orig []byte) ([]byte, error) {
+	out, err := json.Marshal(s)
+	if err != nil {
+		return nil, err
+	}
+	if !hasUnknownFields(orig) {
+		return out, nil
+	}
+	var o, known, next any
+	if err := json.Unmarshal(orig, &o); err != nil {
+		return nil, err
+	}
+	// known is what specs-go keeps of orig; anything orig has beyond it is unknown.
+	var rt specs.Spec
+	if err := json.Unmarshal(orig, &rt); err != nil {
+		return nil, err
+	}
+	kb, err := json.Marshal(&rt)
+	if err != nil {
+		return nil, err
+	}
+	if err := json.Unmarshal(kb, &known); err != nil {
+		return nil, err
+	}
+	if err := json.Unmarshal(out, &next); err != nil {
+		return nil, err
+	}
+	restoreUnknown(o, known, next)
+	return json.Marshal(next)
+}
+
+func hasUnknownFields(raw []byte) bool {
+	d := json.NewDecoder(bytes.NewReader(raw))
+	d.DisallowUnknownFields()
+	var s specs.Spec
+	return d.Decode(&s) != nil
+}
+
+// restoreUnknown copies into next every object key that orig has and known
+// lacks, wherever next still has the enclosing object.
+func restoreUnknown(orig, known, next any) {
+	switch o := orig.(type) {
+	case map[string]any:
+		k, _ := known.(map[string]any)
+		n, ok := next.(map[string]any)
+		if !ok {
+			return
+		}
+		for key, ov := range o {
+			kv, inKnown := k[key]
+			if !inKnown {
+				if _, inNext := n[key]; !inNext {
+					n[key] = ov
+				}
+				continue
+			}
+			if nv, inNext := n[key]; inNext {
+				restoreUnknown(ov, kv, nv)
+			}
+		}
+	case []any:
+		k, _ := known.([]any)
+		n, ok := next.([]any)
+		if !ok {
+			return
+		}
+		for i := range o {
+			if i < len(k) && i < len(n) {
+				restoreUnknown(o[i], k[i], n[i])
+			}
+		}
+	}
+}
+
+// Save writes s over the file atomically: a temporary file in the same
+// directory, fsync, the original's mode and owner, then rename. Readers see
+// either the old document or the whole new one.
+func (f *File) Save(s *specs.Spec) error {
+	data, err := Encode(s, f.Raw)
+	if err != nil {
+		return fmt.Errorf("encode %s: %w", f.Path, err)
+	}
+	return fsutil.WriteAtomic(f.Path, data, f.mode, f.uid, f.gid)
+}

@@ -1,0 +1,113 @@
+package spec
+
+import (
+	"encoding/json"
+	"fmt"
+	"regexp"
+	"slices"
+	"strings"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/userns-shim/userns-shim/pkg/mapping"
+)
+
+// Namespace returns the spec's namespace entry of type t, or nil.
+func Namespace(s *specs.Spec, t specs.LinuxNamespaceType) *specs.LinuxNamespace {
+	if s.Linux == nil {
+		return nil
+	}
+	for i := range s.Linux.Namespaces {
+		if s.Linux.Namespaces[i].Type == t {
+			return &s.Linux.Namespaces[i]
+		}
+	}
+	return nil
+}
+
+// SpecMapping returns the mapping in linux.uidMappings/gidMappings.
+func SpecMapping(s *specs.Spec) mapping.Mapping {
+	if s.Linux == nil {
+		return mapping.Mapping{}
+	}
+	return mapping.Mapping{UIDs: s.Linux.UIDMappings, GIDs: s.Linux.GIDMappings}
+}
+
+// SetUserNamespace makes the container run in a new user namespace with m,
+// keeping an existing user namespace entry (and its path) if there is one.
+func SetUserNamespace(s *specs.Spec, m mapping.Mapping) {
+	if s.Linux == nil {
+		s.Linux = &specs.Linux{}
+	}
+	if Namespace(s, specs.UserNamespace) == nil {
+		s.Linux.Namespaces = append(s.Linux.Namespaces, specs.LinuxNamespace{Type: specs.UserNamespace})
+	}
+	s.Linux.UIDMappings = slices.Clone(m.UIDs)
+	s.Linux.GIDMappings = slices.Clone(m.GIDs)
+}
+
+// HostNamespaceChecker tells whether a namespace path refers to the host's
+// own namespace of that type (the one /proc/1/ns/<type> names).
+type HostNamespaceChecker func(t specs.LinuxNamespaceType, path string) (bool, error)
+
+// isolated are the namespaces a user-namespaced container must not share with
+// the host: sharing them would hand the host's network, processes or IPC to
+// a root that the user namespace is meant to confine.
+var isolated = []specs.LinuxNamespaceType{specs.NetworkNamespace, specs.PIDNamespace, specs.IPCNamespace}
+
+// CheckHostNamespaces refuses a user-namespaced container that shares the
+// host's network, PID or IPC namespace, by omission (no entry means the
+// runtime's own namespace) or by a path to the host's namespace.
+func CheckHostNamespaces(s *specs.Spec, isHost HostNamespaceChecker) error {
+	var p []string
+	for _, t := range isolated {
+		ns := Namespace(s, t)
+		switch {
+		case ns == nil:
+			p = append(p, fmt.Sprintf("it shares the host's %s namespace (no %q entry in linux.namespaces)", t, t))
+		case ns.Path != "":
+			host, err := isHost(t, ns.Path)
+			if err != nil {
+				p = append(p, fmt.Sprintf("%s namespace path %s: %v", t, ns.Path, err))
+			} else if host {
+				p = append(p, fmt.Sprintf("its %s namespace path %s is the host's", t, ns.Path))
+			}
+		}
+	}
+	if len(p) > 0 {
+		return fmt.Errorf("a container in a user namespace must not share the host's network, PID or IPC namespace: %s", strings.Join(p, "; "))
+	}
+	return nil
+}
+
+// Pod identity annotations written by the CRI runtimes.
+const (
+	AnnotationPodUID           = "io.kubernetes.pod.uid"
+	AnnotationContainerdPodUID = "io.kubernetes.cri.sandbox-uid"
+	AnnotationCRIOLabels       = "io.kubernetes.cri-o.Labels"
+)
+
+var podUIDPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$`)
+
+// PodUID returns the Kubernetes pod UID the bundle names, or "". A value that
+// could not be a UID (path separators, "..") is an error, since the UID is
+// used as a directory name under the kubelet's root.
+func PodUID(ann map[string]string) (string, error) {
+	uid := ann[AnnotationPodUID]
+	if uid == "" {
+		uid = ann[AnnotationContainerdPodUID]
+	}
+	if uid == "" && ann[AnnotationCRIOLabels] != "" {
+		var labels map[string]string
+		if json.Unmarshal([]byte(ann[AnnotationCRIOLabels]), &labels) == nil {
+			uid = labels[AnnotationPodUID]
+		}
+	}
+	if uid == "" {
+		return "", nil
+	}
+	if !podUIDPattern.MatchString(uid) || strings.Contains(uid, "..") {
+		return "", fmt.Errorf("pod UID %q is not a valid UID", uid)
+	}
+	return uid, nil
+}
