@@ -109,10 +109,11 @@ func (s *Shim) configPath() (bundle, cfgPath string, err error) {
 
 // mayCarryMapping is a cheap byte scan that is true whenever any mapping
 // source could apply to the document: a user namespace or mappings, the
-// shim's annotations, or a pod UID that could lead to a kubelet record.
+// shim's annotations, or a pod UID that could lead to a kubelet record. A
+// JSON escape (\u) could hide any of these, so it also takes the full path.
 func mayCarryMapping(raw []byte) bool {
 	for _, k := range [][]byte{
-		[]byte(`"user"`), []byte("Mappings"), []byte("userns-shim.io/"),
+		[]byte(`"user"`), []byte("Mappings"), []byte("userns-shim.io/"), []byte(`\u`),
 		[]byte(spec.AnnotationPodUID), []byte(spec.AnnotationContainerdPodUID),
 	} {
 		if bytes.Contains(raw, k) {

@@ -1,0 +1,50 @@
+# userns-shim. As root on a fresh Debian machine:
+#   make demo   build, then run a container through the shim with a mapping
+#   make test   unit tests, then the root integration tests on real runtimes
+#   make bench  benchmarks against the bare runtime (not part of make test)
+export PATH := /usr/local/go/bin:$(PATH)
+GO ?= go
+PKG := github.com/userns-shim/userns-shim
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+LDFLAGS := -s -w -X $(PKG)/pkg/shim.Version=$(VERSION) -X $(PKG)/pkg/shim.Commit=$(COMMIT)
+BIN := bin/userns-shim
+
+.PHONY: all build deps demo test unit integration bench fuzz clean install
+
+all: build
+
+build:
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/userns-shim
+
+deps:
+	@hack/install-deps.sh
+
+demo: deps build
+	hack/demo.sh $(BIN)
+
+test: deps unit integration
+
+unit:
+	$(GO) vet ./...
+	$(GO) test -count=1 ./pkg/... ./cmd/...
+
+# Root-only: real runc and crun, real user namespaces. Skips with a reason
+# when not root.
+integration: build
+	$(GO) test -count=1 -timeout 60m -v ./integration/
+
+bench: deps
+	$(GO) run ./hack/bench
+
+fuzz:
+	$(GO) test -run '^$$' -fuzz FuzzParse$$ -fuzztime 60s ./pkg/runcargs/
+	$(GO) test -run '^$$' -fuzz FuzzParseRanges -fuzztime 60s ./pkg/mapping/
+	$(GO) test -run '^$$' -fuzz FuzzEncode -fuzztime 60s ./pkg/spec/
+
+install: build
+	install -D -m 0755 $(BIN) $(DESTDIR)/usr/local/bin/userns-shim
+	install -D -m 0644 deploy/config.toml.example $(DESTDIR)/etc/userns-shim/config.toml.example
+
+clean:
+	rm -rf bin .cache

@@ -1,0 +1,694 @@
+// Command bench measures what userns-shim costs on top of the real OCI
+// runtime. It is not shipped; run it as root with `go run ./hack/bench`
+// (make bench) from anywhere inside the repository.
+//
+// It builds the shim and hack/bench/noopwrapper (a Go program that only execs
+// the runtime: the floor of any Go wrapper) with the release flags, makes a
+// busybox-static bundle, and times create+start+delete cycles of a
+// /bin/true container for four variants, interleaved round by round in a
+// shuffled order:
+//
+//	bare      the runtime itself
+//	noop      noopwrapper over the runtime
+//	shim      userns-shim in passthrough (no mapping source in config.json)
+//	shim+map  userns-shim with a userns-shim.io/uid-mappings annotation
+//
+// One cycle is: `create --bundle B --pid-file P ID`, `start ID`, wait for the
+// container's init to exit, `delete ID`. The wait is deterministic and costs
+// no extra process: the bench is a child subreaper, so the container's init
+// (orphaned when the runtime's create returns) becomes its child; it watches
+// it with a pidfd and reaps it before delete, so every delete finds a
+// stopped container whose init is gone. Every variant has its own --root and
+// every cycle a fresh container ID. Before each cycle (outside the timing)
+// config.json is put back to its original bytes, because the mapping variant
+// rewrites it.
+//
+// With -runtime crun on a host with the hybrid cgroup layout, the bench
+// re-executes itself once inside a private mount namespace with the cgroup2
+// mount at /sys/fs/cgroup/unified removed (crun 1.8.1 refuses the hybrid
+// layout), so crun is then called directly, without a wrapper script.
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+const (
+	annotationUIDMappings = "userns-shim.io/uid-mappings"
+	benchMapping          = "0:200000:65536"
+	envInNamespace        = "USERNS_SHIM_BENCH_IN_MOUNTNS"
+	cgroup2Hybrid         = "/sys/fs/cgroup/unified"
+
+	targetCycleRatio = 1.10 // shim passthrough cycle / bare runtime cycle
+	targetPerCallMs  = 1.0  // shim passthrough - noop floor, per call
+)
+
+type options struct {
+	rounds  int
+	warmup  int
+	rt      string
+	out     string
+	raw     string
+	seed    uint64
+	repo    string
+	workdir string
+	keep    bool
+}
+
+func main() {
+	var o options
+	flag.IntVar(&o.rounds, "n", 30, "measured rounds; each round runs every variant once")
+	flag.IntVar(&o.warmup, "warmup", 3, "rounds run first and not recorded")
+	flag.StringVar(&o.rt, "runtime", "runc", "real runtime: runc or crun (a name on PATH or a path)")
+	flag.StringVar(&o.out, "o", "", "also write the markdown report to this file")
+	flag.StringVar(&o.raw, "raw", "", "write every sample as CSV to this file")
+	flag.Uint64Var(&o.seed, "seed", 0, "seed of the per-round shuffle (0: from the clock)")
+	flag.StringVar(&o.repo, "repo", "", "repository root (default: the module of the current directory)")
+	flag.StringVar(&o.workdir, "workdir", "", "parent of the bench's temporary directory (default $TMPDIR or /tmp)")
+	flag.BoolVar(&o.keep, "keep", false, "keep the temporary directory")
+	flag.Parse()
+	if o.rounds < 1 || o.warmup < 0 {
+		die(errors.New("-n must be at least 1 and -warmup at least 0"))
+	}
+	if o.seed == 0 {
+		o.seed = uint64(time.Now().UnixNano())
+	}
+	if os.Geteuid() != 0 {
+		die(errors.New("run as root: the bench creates containers"))
+	}
+	rtPath, err := exec.LookPath(o.rt)
+	if err != nil {
+		die(fmt.Errorf("runtime %q: %w", o.rt, err))
+	}
+	if rtPath, err = filepath.Abs(rtPath); err != nil {
+		die(err)
+	}
+	if isCrun(rtPath) && hybridCgroups() && os.Getenv(envInNamespace) == "" {
+		die(reexecInMountNS())
+	}
+	if err := run(o, rtPath); err != nil {
+		die(err)
+	}
+}
+
+func die(err error) {
+	fmt.Fprintln(os.Stderr, "bench:", err)
+	os.Exit(1)
+}
+
+func isCrun(path string) bool {
+	out, err := exec.Command(path, "--version").Output()
+	return err == nil && strings.HasPrefix(string(out), "crun")
+}
+
+func hybridCgroups() bool {
+	var st unix.Statfs_t
+	return unix.Statfs(cgroup2Hybrid, &st) == nil && st.Type == unix.CGROUP2_SUPER_MAGIC
+}
+
+// reexecInMountNS replaces the process with itself inside a private mount
+// namespace without the hybrid cgroup2 mount. The host is not changed.
+func reexecInMountNS() error {
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	unshare, err := exec.LookPath("unshare")
+	if err != nil {
+		return fmt.Errorf("crun on a hybrid cgroup host needs unshare(1): %w", err)
+	}
+	argv := append([]string{unshare, "-m", "--propagation", "private", "sh", "-c",
+		`umount ` + cgroup2Hybrid + ` && exec "$0" "$@"`, self}, os.Args[1:]...)
+	env := append(os.Environ(), envInNamespace+"=1")
+	return fmt.Errorf("exec unshare: %w", syscall.Exec(unshare, argv, env))
+}
+
+// variant is one way of calling the runtime.
+type variant struct {
+	name   string
+	desc   string
+	bin    string
+	env    []string
+	root   string // the runtime's --root
+	bundle string
+	config []byte // config.json's original bytes
+	pid    string // --pid-file
+	log    *os.File
+	ids    int
+}
+
+// sample is one measured cycle, in seconds.
+type sample struct {
+	round                        int
+	create, start, wait, destroy float64
+}
+
+func (s sample) cycle() float64 { return s.create + s.start + s.wait + s.destroy }
+
+func run(o options, rtPath string) error {
+	repo := o.repo
+	if repo == "" {
+		out, err := exec.Command("go", "env", "GOMOD").Output()
+		if err != nil || strings.TrimSpace(string(out)) == "" || strings.TrimSpace(string(out)) == os.DevNull {
+			return fmt.Errorf("cannot find the repository (go env GOMOD: %v); run inside it or pass -repo", err)
+		}
+		repo = filepath.Dir(strings.TrimSpace(string(out)))
+	}
+	parent := o.workdir
+	if parent == "" {
+		parent = os.TempDir()
+	}
+	dir, err := os.MkdirTemp(parent, "userns-shim-bench-")
+	if err != nil {
+		return err
+	}
+	if o.keep {
+		fmt.Fprintln(os.Stderr, "bench: work dir", dir)
+	} else {
+		defer os.RemoveAll(dir)
+	}
+	// The container's mapped root must be able to reach its rootfs.
+	for d := dir; d != "/" && d != "."; d = filepath.Dir(d) {
+		if st, err := os.Stat(d); err == nil && st.Mode().Perm()&0o005 != 0o005 {
+			if d != dir {
+				return fmt.Errorf("%s is mode %v: the mapped container root cannot reach a bundle below it; use -workdir", d, st.Mode().Perm())
+			}
+			if err := os.Chmod(d, 0o755); err != nil {
+				return err
+			}
+		}
+	}
+
+	fmt.Fprintln(os.Stderr, "bench: building the shim and the noop wrapper")
+	shimBin := filepath.Join(dir, "userns-shim")
+	noopBin := filepath.Join(dir, "noopwrapper")
+	for _, b := range []struct{ out, pkg string }{{shimBin, "./cmd/userns-shim"}, {noopBin, "./hack/bench/noopwrapper"}} {
+		cmd := exec.Command("go", "build", "-ldflags", "-s -w", "-o", b.out, b.pkg)
+		cmd.Dir = repo
+		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+		if err := cmd.Run(); err != nil {
+			return fmt.Errorf("go build %s: %w", b.pkg, err)
+		}
+	}
+
+	rootfs, plain, mapped, err := makeBundles(dir, rtPath)
+	if err != nil {
+		return err
+	}
+	_ = rootfs
+
+	base := append(os.Environ(), "NOOP_WRAPPER_RUNTIME="+rtPath)
+	rtName := filepath.Base(rtPath)
+	mk := func(name, desc, bin string, config []byte, bundle string) (*variant, error) {
+		vd := filepath.Join(dir, "v-"+strings.ReplaceAll(name, "+", "-"))
+		if err := os.MkdirAll(vd, 0o755); err != nil {
+			return nil, err
+		}
+		cfg := filepath.Join(vd, "shim.toml")
+		toml := fmt.Sprintf("runtime = %q\nstate_dir = %q\n", rtPath, filepath.Join(vd, "state"))
+		if err := os.WriteFile(cfg, []byte(toml), 0o644); err != nil {
+			return nil, err
+		}
+		log, err := os.Create(filepath.Join(vd, "output.log"))
+		if err != nil {
+			return nil, err
+		}
+		return &variant{
+			name: name, desc: desc, bin: bin,
+			env:    append(slices.Clip(base), "USERNS_SHIM_CONFIG="+cfg),
+			root:   filepath.Join(vd, "root"),
+			bundle: bundle, config: config,
+			pid: filepath.Join(vd, "init.pid"),
+			log: log,
+		}, nil
+	}
+	var vs []*variant
+	for _, v := range []struct {
+		name, desc, bin string
+		b               bundleFile
+	}{
+		{"bare", rtName + " itself", rtPath, plain},
+		{"noop", "do-nothing Go exec wrapper over " + rtName, noopBin, plain},
+		{"shim", "userns-shim passthrough (no mapping source)", shimBin, plain},
+		{"shim+map", "userns-shim with annotation " + annotationUIDMappings + "=" + benchMapping, shimBin, mapped},
+	} {
+		x, err := mk(v.name, v.desc, v.bin, v.b.data, v.b.dir)
+		if err != nil {
+			return err
+		}
+		vs = append(vs, x)
+	}
+
+	// The container's init is orphaned when create returns; as a subreaper
+	// the bench gets it as a child, watches it with a pidfd and reaps it.
+	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+		return fmt.Errorf("PR_SET_CHILD_SUBREAPER: %w", err)
+	}
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+
+	// Check every variant once, with a readable error, before timing anything.
+	for _, v := range vs {
+		if _, err := v.cycle(); err != nil {
+			return fmt.Errorf("variant %s does not work: %w", v.name, err)
+		}
+	}
+
+	rng := rand.New(rand.NewPCG(o.seed, 0x75736e73))
+	samples := make(map[string][]sample)
+	total := o.warmup + o.rounds
+	start := time.Now()
+	for r := 0; r < total; r++ {
+		select {
+		case s := <-sigs:
+			return fmt.Errorf("stopped by %v after %d rounds", s, r)
+		default:
+		}
+		for _, i := range rng.Perm(len(vs)) {
+			v := vs[i]
+			s, err := v.cycle()
+			if err != nil {
+				return fmt.Errorf("round %d, variant %s: %w", r, v.name, err)
+			}
+			if r >= o.warmup {
+				s.round = r - o.warmup
+				samples[v.name] = append(samples[v.name], s)
+			}
+		}
+		if (r+1)%10 == 0 {
+			fmt.Fprintf(os.Stderr, "bench: %d/%d rounds (%.0fs)\n", r+1, total, time.Since(start).Seconds())
+		}
+	}
+
+	info := machineInfo(rtPath, shimBin, noopBin)
+	report := render(o, info, vs, samples)
+	fmt.Print(report)
+	if o.out != "" {
+		if err := os.WriteFile(o.out, []byte(report), 0o644); err != nil {
+			return err
+		}
+	}
+	if o.raw != "" {
+		if err := writeRaw(o.raw, vs, samples); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// cycle runs create, start, wait for exit and delete of a fresh container.
+func (v *variant) cycle() (s sample, err error) {
+	v.ids++
+	id := fmt.Sprintf("bench-%s-%d", strings.ReplaceAll(v.name, "+", "-"), v.ids)
+	// Outside the timing: the original config.json, no old pid file.
+	if err := os.WriteFile(filepath.Join(v.bundle, "config.json"), v.config, 0o644); err != nil {
+		return s, err
+	}
+	os.Remove(v.pid)
+	created := false
+	defer func() {
+		if err != nil && created {
+			v.call("delete", "--force", id)
+		}
+		reapStrays()
+	}()
+
+	if s.create, err = v.call("create", "--bundle", v.bundle, "--pid-file", v.pid, id); err != nil {
+		return s, err
+	}
+	created = true
+	pid, pidfd, err := v.initPidfd()
+	if err != nil {
+		return s, err
+	}
+	defer unix.Close(pidfd)
+	if s.start, err = v.call("start", id); err != nil {
+		return s, err
+	}
+	t := time.Now()
+	fds := []unix.PollFd{{Fd: int32(pidfd), Events: unix.POLLIN}}
+	for {
+		n, err := unix.Poll(fds, 10_000)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return s, fmt.Errorf("poll pidfd of %d: %w", pid, err)
+		}
+		if n == 0 {
+			return s, fmt.Errorf("container %s (pid %d) still runs 10 s after start", id, pid)
+		}
+		break
+	}
+	s.wait = time.Since(t).Seconds()
+	var ws unix.WaitStatus
+	if _, err := unix.Wait4(pid, &ws, 0, nil); err != nil && !errors.Is(err, unix.ECHILD) {
+		return s, fmt.Errorf("reap container init %d: %w", pid, err)
+	}
+	if s.destroy, err = v.call("delete", id); err != nil {
+		return s, err
+	}
+	created = false
+	return s, nil
+}
+
+func (v *variant) initPidfd() (int, int, error) {
+	data, err := os.ReadFile(v.pid)
+	if err != nil {
+		return 0, -1, fmt.Errorf("pid file: %w", err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(data)))
+	if err != nil {
+		return 0, -1, fmt.Errorf("pid file %s: %w", v.pid, err)
+	}
+	fd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		return pid, -1, fmt.Errorf("pidfd_open %d: %w", pid, err)
+	}
+	return pid, fd, nil
+}
+
+// call runs one runtime command through the variant and returns its wall
+// time in seconds. Output goes to a file (no pipe, no copying goroutine).
+func (v *variant) call(args ...string) (float64, error) {
+	argv := append([]string{"--root", v.root}, args...)
+	cmd := exec.Command(v.bin, argv...)
+	cmd.Env = v.env
+	cmd.Stdout, cmd.Stderr = v.log, v.log
+	if err := v.log.Truncate(0); err != nil {
+		return 0, err
+	}
+	if _, err := v.log.Seek(0, 0); err != nil {
+		return 0, err
+	}
+	t := time.Now()
+	err := cmd.Run()
+	d := time.Since(t).Seconds()
+	if err != nil {
+		out, _ := os.ReadFile(v.log.Name())
+		return d, fmt.Errorf("%s %s: %w: %s", v.bin, strings.Join(argv, " "), err, bytes.TrimSpace(out))
+	}
+	return d, nil
+}
+
+// reapStrays reaps any other orphan handed to the subreaper. It runs
+// between cycles, when the bench has no child of its own.
+func reapStrays() {
+	for {
+		var ws unix.WaitStatus
+		pid, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil)
+		if pid <= 0 || err != nil {
+			return
+		}
+	}
+}
+
+type bundleFile struct {
+	dir  string
+	data []byte
+}
+
+// makeBundles makes one busybox-static rootfs and two bundles that use it:
+// plain (runc spec, /bin/true, no terminal) and mapped (the same plus the
+// shim's mapping annotation).
+func makeBundles(dir, rtPath string) (rootfs string, plain, mapped bundleFile, err error) {
+	bb, err := exec.LookPath("busybox")
+	if err != nil {
+		return "", plain, mapped, fmt.Errorf("busybox: %w (apt-get install busybox-static)", err)
+	}
+	rootfs = filepath.Join(dir, "rootfs")
+	for _, d := range []string{"bin", "proc", "sys", "dev", "etc", "tmp", "root", "run"} {
+		if err := os.MkdirAll(filepath.Join(rootfs, d), 0o755); err != nil {
+			return "", plain, mapped, err
+		}
+	}
+	os.Chmod(filepath.Join(rootfs, "tmp"), 0o1777)
+	data, err := os.ReadFile(bb)
+	if err != nil {
+		return "", plain, mapped, err
+	}
+	if err := os.WriteFile(filepath.Join(rootfs, "bin", "busybox"), data, 0o755); err != nil {
+		return "", plain, mapped, err
+	}
+	for _, c := range []string{"sh", "true", "echo", "cat", "ls", "id", "sleep"} {
+		if err := os.Symlink("busybox", filepath.Join(rootfs, "bin", c)); err != nil {
+			return "", plain, mapped, err
+		}
+	}
+	for f, content := range map[string]string{
+		"etc/hosts": "127.0.0.1 localhost\n", "etc/hostname": "bench\n", "etc/resolv.conf": "",
+		"etc/passwd": "root:x:0:0:root:/root:/bin/sh\n", "etc/group": "root:x:0:\n",
+	} {
+		if err := os.WriteFile(filepath.Join(rootfs, f), []byte(content), 0o644); err != nil {
+			return "", plain, mapped, err
+		}
+	}
+
+	// config.json from `runc spec` (crun's if runc is missing).
+	gen := "runc"
+	if _, err := exec.LookPath(gen); err != nil {
+		gen = rtPath
+	}
+	tmp := filepath.Join(dir, "spec")
+	if err := os.MkdirAll(tmp, 0o755); err != nil {
+		return "", plain, mapped, err
+	}
+	if out, err := exec.Command(gen, "spec", "--bundle", tmp).CombinedOutput(); err != nil {
+		return "", plain, mapped, fmt.Errorf("%s spec: %w: %s", gen, err, out)
+	}
+	raw, err := os.ReadFile(filepath.Join(tmp, "config.json"))
+	if err != nil {
+		return "", plain, mapped, err
+	}
+	var doc map[string]any
+	if err := json.Unmarshal(raw, &doc); err != nil {
+		return "", plain, mapped, err
+	}
+	proc, ok := doc["process"].(map[string]any)
+	root, ok2 := doc["root"].(map[string]any)
+	if !ok || !ok2 {
+		return "", plain, mapped, errors.New("spec has no process or root")
+	}
+	proc["args"] = []string{"/bin/true"}
+	proc["terminal"] = false
+	root["path"] = rootfs
+
+	write := func(name string, annotations map[string]string) (bundleFile, error) {
+		b := filepath.Join(dir, name)
+		if err := os.MkdirAll(b, 0o755); err != nil {
+			return bundleFile{}, err
+		}
+		if annotations != nil {
+			doc["annotations"] = annotations
+		} else {
+			delete(doc, "annotations")
+		}
+		data, err := json.MarshalIndent(doc, "", "\t")
+		if err != nil {
+			return bundleFile{}, err
+		}
+		return bundleFile{dir: b, data: data}, nil
+	}
+	if plain, err = write("bundle", nil); err != nil {
+		return "", plain, mapped, err
+	}
+	mapped, err = write("bundle-map", map[string]string{annotationUIDMappings: benchMapping})
+	return rootfs, plain, mapped, err
+}
+
+type info struct {
+	date, kernel, runtime, goVersion, cpu string
+	cpus                                  int
+	shimSize, noopSize                    int64
+}
+
+func machineInfo(rtPath, shimBin, noopBin string) info {
+	var in info
+	in.date = time.Now().UTC().Format("2006-01-02 15:04 UTC")
+	var u unix.Utsname
+	if unix.Uname(&u) == nil {
+		in.kernel = unix.ByteSliceToString(u.Release[:])
+	}
+	if out, err := exec.Command(rtPath, "--version").Output(); err == nil {
+		in.runtime, _, _ = strings.Cut(string(out), "\n")
+	}
+	if out, err := exec.Command("go", "version").Output(); err == nil {
+		in.goVersion = strings.TrimSpace(string(out))
+	}
+	if data, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, l := range strings.Split(string(data), "\n") {
+			if k, v, ok := strings.Cut(l, ":"); ok && strings.TrimSpace(k) == "model name" {
+				in.cpu = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	in.cpus = runtime.NumCPU()
+	if st, err := os.Stat(shimBin); err == nil {
+		in.shimSize = st.Size()
+	}
+	if st, err := os.Stat(noopBin); err == nil {
+		in.noopSize = st.Size()
+	}
+	return in
+}
+
+// quantile returns the q-quantile of xs (linear interpolation).
+func quantile(xs []float64, q float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	pos := q * float64(len(s)-1)
+	i := int(pos)
+	if i+1 >= len(s) {
+		return s[len(s)-1]
+	}
+	return s[i] + (pos-float64(i))*(s[i+1]-s[i])
+}
+
+func ms(x float64) float64 { return x * 1000 }
+
+func metric(ss []sample, f func(sample) float64) []float64 {
+	out := make([]float64, len(ss))
+	for i, s := range ss {
+		out[i] = f(s)
+	}
+	return out
+}
+
+// paired returns a's minus b's value of f, round by round.
+func paired(a, b []sample, f func(sample) float64) []float64 {
+	byRound := make(map[int]float64, len(b))
+	for _, s := range b {
+		byRound[s.round] = f(s)
+	}
+	var out []float64
+	for _, s := range a {
+		if x, ok := byRound[s.round]; ok {
+			out = append(out, f(s)-x)
+		}
+	}
+	return out
+}
+
+// spread formats median [p25 – p75] in milliseconds.
+func spread(xs []float64) string {
+	return fmt.Sprintf("%.2f [%.2f – %.2f]", ms(quantile(xs, .5)), ms(quantile(xs, .25)), ms(quantile(xs, .75)))
+}
+
+func signedSpread(xs []float64) string {
+	return fmt.Sprintf("%+.2f [%+.2f – %+.2f]", ms(quantile(xs, .5)), ms(quantile(xs, .25)), ms(quantile(xs, .75)))
+}
+
+var calls = []struct {
+	name string
+	f    func(sample) float64
+}{
+	{"create", func(s sample) float64 { return s.create }},
+	{"start", func(s sample) float64 { return s.start }},
+	{"delete", func(s sample) float64 { return s.destroy }},
+}
+
+func render(o options, in info, vs []*variant, samples map[string][]sample) string {
+	var b strings.Builder
+	p := func(format string, a ...any) { fmt.Fprintf(&b, format, a...) }
+	rtName := filepath.Base(vs[0].bin)
+
+	p("# userns-shim benchmark: create + start + delete of a busybox `/bin/true` container\n\n")
+	p("- date: %s\n", in.date)
+	p("- kernel: %s; CPU: %s × %d\n", in.kernel, in.cpu, in.cpus)
+	p("- runtime: %s (`%s`)\n", in.runtime, vs[0].bin)
+	p("- %s; binaries built with `-ldflags \"-s -w\"`: userns-shim %.1f MiB, noop wrapper %.1f MiB\n",
+		in.goVersion, float64(in.shimSize)/(1<<20), float64(in.noopSize)/(1<<20))
+	p("- %d rounds after %d warm-up rounds; every round runs each variant once, in a shuffled order (seed %d)\n", o.rounds, o.warmup, o.seed)
+	p("- cycle = `create --bundle B --pid-file P ID` + `start ID` + wait for the container's init to exit (pidfd; the bench is its subreaper and reaps it) + `delete ID`; each cycle a fresh ID, each variant its own `--root`, config.json restored before every cycle (untimed)\n")
+	p("- figures: median [p25 – p75] in ms\n\n")
+
+	p("Variants: ")
+	for i, v := range vs {
+		if i > 0 {
+			p("; ")
+		}
+		p("**%s**: %s", v.name, v.desc)
+	}
+	p(".\n\n")
+
+	cycle := func(s sample) float64 { return s.cycle() }
+	bare := quantile(metric(samples["bare"], cycle), .5)
+
+	p("## Cycle\n\n")
+	p("| variant | cycle ms | × bare %s | create ms | start ms | wait for exit ms | delete ms |\n", rtName)
+	p("|---|---|---|---|---|---|---|\n")
+	for _, v := range vs {
+		ss := samples[v.name]
+		p("| %s | %s | %.3f | %s | %s | %s | %s |\n", v.name, spread(metric(ss, cycle)),
+			quantile(metric(ss, cycle), .5)/bare,
+			spread(metric(ss, calls[0].f)), spread(metric(ss, calls[1].f)),
+			spread(metric(ss, func(s sample) float64 { return s.wait })), spread(metric(ss, calls[2].f)))
+	}
+
+	p("\n## Per-call overhead\n\n")
+	p("Median [p25 – p75] of the per-round paired differences, in ms (same round, so slow phases of the machine cancel).\n\n")
+	type pair struct{ a, b, label string }
+	pairs := []pair{
+		{"noop", "bare", "noop − bare (Go start-up floor)"},
+		{"shim", "noop", "shim − noop (the shim's own passthrough work)"},
+		{"shim+map", "noop", "shim+map − noop"},
+		{"shim+map", "shim", "shim+map − shim (cost of the mapping)"},
+	}
+	p("| difference | create | start | delete | cycle |\n|---|---|---|---|---|\n")
+	for _, pr := range pairs {
+		a, bb := samples[pr.a], samples[pr.b]
+		p("| %s |", pr.label)
+		for _, c := range calls {
+			p(" %s |", signedSpread(paired(a, bb, c.f)))
+		}
+		p(" %s |\n", signedSpread(paired(a, bb, cycle)))
+	}
+
+	p("\n## Targets\n\n| target | measured | result |\n|---|---|---|\n")
+	ratio := quantile(metric(samples["shim"], cycle), .5) / bare
+	p("| shim passthrough cycle ≤ %.2f × bare %s (ratio of medians) | %.3f × | %s |\n", targetCycleRatio, rtName, ratio, verdict(ratio <= targetCycleRatio))
+	for _, c := range calls {
+		d := ms(quantile(paired(samples["shim"], samples["noop"], c.f), .5))
+		p("| shim passthrough − noop floor ≤ %.0f ms per `%s` call | %+.2f ms | %s |\n", targetPerCallMs, c.name, d, verdict(d <= targetPerCallMs))
+	}
+	return b.String()
+}
+
+func verdict(ok bool) string {
+	if ok {
+		return "PASS"
+	}
+	return "MISS"
+}
+
+func writeRaw(path string, vs []*variant, samples map[string][]sample) error {
+	var b strings.Builder
+	b.WriteString("variant,round,create_ms,start_ms,wait_ms,delete_ms,cycle_ms\n")
+	for _, v := range vs {
+		for _, s := range samples[v.name] {
+			fmt.Fprintf(&b, "%s,%d,%.4f,%.4f,%.4f,%.4f,%.4f\n", v.name, s.round, ms(s.create), ms(s.start), ms(s.wait), ms(s.destroy), ms(s.cycle()))
+		}
+	}
+	return os.WriteFile(path, []byte(b.String()), 0o644)
+}

@@ -1,0 +1,580 @@
+package integration
+
+// Refusals: every mapping rule and every command-line or bundle error makes
+// `create` fail the way the contract says (design.md, "Contract", Errors):
+// a non-zero exit, exactly one `userns-shim: ` line on stderr, the same
+// message as a runc-format JSON error line appended to the --log file,
+// config.json byte-identical, no record in state_dir and no temporary file
+// in the bundle. The real runtime is never reached, so one runtime is enough.
+//
+// TestRelaxedRules checks the other direction on every runtime: a cluster
+// that relaxes [validation] gets a mapping the defaults refuse.
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+// rfID is the container ID of every refused create.
+const rfID = "rf-refused"
+
+// rfGood is a mapping every default rule accepts: a whole 65536 block above
+// the host's IDs.
+const rfGood = "0:100000:65536"
+
+// rfCtx is what a case's setup may change: the bundle, and the kubelet root
+// named in the case's config.
+type rfCtx struct {
+	t       *testing.T
+	b       *Bundle
+	kubelet string
+}
+
+// rfCase is one refusal.
+type rfCase struct {
+	name string
+	// toml is appended to the shim config (after runtime, state_dir and
+	// kubelet_root): top-level keys first, then any [validation] table.
+	toml string
+	// setup mutates the bundle before config.json is snapshotted.
+	setup func(c rfCtx)
+	// argv is the command after the global flags; nil means
+	// create --bundle <bundle> rfID.
+	argv func(c rfCtx) []string
+	// want is a substring of the stderr line specific to the rule.
+	want string
+}
+
+// rfEdit loads config.json, lets fn change the spec and saves it.
+func rfEdit(fn func(s *specs.Spec)) func(rfCtx) {
+	return func(c rfCtx) {
+		c.b.Load(c.t)
+		fn(c.b.Spec)
+		c.b.Save(c.t)
+	}
+}
+
+// rfAnnotate sets the shim's mapping annotations; "" leaves one out.
+func rfAnnotate(uids, gids string) func(rfCtx) {
+	return rfEdit(func(s *specs.Spec) { rfSetAnnotations(s, uids, gids) })
+}
+
+func rfSetAnnotations(s *specs.Spec, uids, gids string) {
+	if s.Annotations == nil {
+		s.Annotations = map[string]string{}
+	}
+	if uids != "" {
+		s.Annotations["userns-shim.io/uid-mappings"] = uids
+	}
+	if gids != "" {
+		s.Annotations["userns-shim.io/gid-mappings"] = gids
+	}
+}
+
+// rfRanges parses "c:h:n[,c:h:n]" for building specs; test data only.
+func rfRanges(s string) []specs.LinuxIDMapping {
+	var out []specs.LinuxIDMapping
+	for _, f := range strings.Split(s, ",") {
+		var m specs.LinuxIDMapping
+		if _, err := fmt.Sscanf(f, "%d:%d:%d", &m.ContainerID, &m.HostID, &m.Size); err != nil {
+			panic(fmt.Sprintf("rfRanges %q: %v", s, err))
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+// rfSetNamespace sets (path != "") or replaces the entry of type t.
+func rfSetNamespace(s *specs.Spec, t specs.LinuxNamespaceType, path string) {
+	for i := range s.Linux.Namespaces {
+		if s.Linux.Namespaces[i].Type == t {
+			s.Linux.Namespaces[i].Path = path
+			return
+		}
+	}
+	s.Linux.Namespaces = append(s.Linux.Namespaces, specs.LinuxNamespace{Type: t, Path: path})
+}
+
+func rfDropNamespace(s *specs.Spec, t specs.LinuxNamespaceType) {
+	var keep []specs.LinuxNamespace
+	for _, ns := range s.Linux.Namespaces {
+		if ns.Type != t {
+			keep = append(keep, ns)
+		}
+	}
+	s.Linux.Namespaces = keep
+}
+
+// rfBindMount is a bind mount of the host's /tmp carrying uidMappings (the
+// create is refused, so it is never made).
+func rfBindMount(dst, uids string) specs.Mount {
+	return specs.Mount{
+		Destination: dst, Type: "bind", Source: "/tmp", Options: []string{"rbind", "rw"},
+		UIDMappings: rfRanges(uids), GIDMappings: rfRanges(uids),
+	}
+}
+
+// rfKubeletRecord writes the kubelet's userns record for pod uid and names
+// the pod in the spec.
+func rfKubeletRecord(uid, record string) func(rfCtx) {
+	return func(c rfCtx) {
+		dir := filepath.Join(c.kubelet, "pods", uid)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			c.t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "userns"), []byte(record), 0o644); err != nil {
+			c.t.Fatal(err)
+		}
+		rfEdit(func(s *specs.Spec) {
+			if s.Annotations == nil {
+				s.Annotations = map[string]string{}
+			}
+			s.Annotations["io.kubernetes.pod.uid"] = uid
+		})(c)
+	}
+}
+
+// rfWriteConfig replaces config.json with raw bytes.
+func rfWriteConfig(raw func(orig []byte) []byte) func(rfCtx) {
+	return func(c rfCtx) {
+		if err := os.WriteFile(c.b.ConfigPath(), raw(c.b.Raw(c.t)), 0o644); err != nil {
+			c.t.Fatal(err)
+		}
+	}
+}
+
+func rfCreate(bundle, id string) []string { return []string{"create", "--bundle", bundle, id} }
+
+func rfCases() []rfCase {
+	return []rfCase{
+		// --- the mapping rules, mapping from the annotations ---
+		{name: "size 0", setup: rfAnnotate("0:100000:0", ""), want: "size 0"},
+		{name: "size not a multiple of 65536", setup: rfAnnotate("0:100000:65537", ""), want: "size 65537 is not a multiple of 65536"},
+		{name: "host id 0", setup: rfAnnotate("0:0:65536", ""), want: "host IDs below 65536 belong to the host"},
+		{name: "host id 1000 below min_host_id", setup: rfAnnotate("0:1000:65536", ""), want: "host IDs below 65536 belong to the host"},
+		{name: "host range past 2^32", setup: rfAnnotate("0:4294901760:131072", ""), want: "host range passes 2^32"},
+		// The kernel refuses a range that includes ID 4294967295 ((uid_t)-1):
+		// a range may end at 2^32-1, not at 2^32.
+		{name: "host range ending exactly at 2^32", setup: rfAnnotate("0:4294901760:65536", ""), want: "host range"},
+		{name: "container range past 2^32", setup: rfAnnotate("0:100000:65536,4294967295:300000:65536", ""), want: "container range passes 2^32"},
+		{name: "container range ending exactly at 2^32", setup: rfAnnotate("0:100000:65536,4294901760:300000:65536", ""), want: "container range"},
+		{name: "container 0 unmapped", setup: rfAnnotate("1:100000:65536", ""), want: "leaves container ID 0 unmapped"},
+		{name: "overlapping host ranges", setup: rfAnnotate("0:100000:131072,131072:165536:65536", ""), want: "overlap on the host side"},
+		{name: "overlapping container ranges", setup: rfAnnotate("0:100000:131072,65536:300000:65536", ""), want: "overlap on the container side"},
+		{name: "uid mapping differs from gid mapping", setup: rfAnnotate(rfGood, "0:200000:65536"), want: "differs from gid mapping"},
+		{name: "garbage annotation", setup: rfAnnotate("zero:lots:many", ""), want: `"zero" is not a number`},
+		{name: "annotation with two fields", setup: rfAnnotate("0:100000", ""), want: "want containerID:hostID:size"},
+		{name: "empty gid annotation", setup: rfAnnotate(rfGood, " "), want: "empty mapping"},
+		{name: "annotation with a number past 2^32", setup: rfAnnotate("0:4294967296:65536", ""), want: `"4294967296" is not a number from 0 to 4294967295`},
+		{name: "relaxed rules still refuse below min_host_id", toml: "[validation]\nmin_host_id = 1000\nsize_multiple = 1\n",
+			setup: rfAnnotate("0:999:100000", ""), want: "host IDs below 1000 belong to the host"},
+
+		// --- the process's IDs inside the mapping ---
+		{name: "process uid outside the range", setup: rfEdit(func(s *specs.Spec) {
+			rfSetAnnotations(s, rfGood, "")
+			s.Process.User.UID = 70000
+		}), want: "process.user.uid 70000 is outside the uid mapping"},
+		{name: "process gid outside the range", setup: rfEdit(func(s *specs.Spec) {
+			rfSetAnnotations(s, rfGood, "")
+			s.Process.User.GID = 65536
+		}), want: "process.user.gid 65536 is outside the gid mapping"},
+		{name: "additionalGids outside the range", setup: rfEdit(func(s *specs.Spec) {
+			rfSetAnnotations(s, rfGood, "")
+			s.Process.User.AdditionalGids = []uint32{10, 4000000}
+		}), want: "process.user.additionalGids 4000000 is outside the gid mapping"},
+
+		// --- host namespaces ---
+		{name: "no network namespace entry", setup: rfEdit(func(s *specs.Spec) {
+			rfSetAnnotations(s, rfGood, "")
+			rfDropNamespace(s, specs.NetworkNamespace)
+		}), want: `shares the host's network namespace (no "network" entry`},
+		{name: "network namespace path is /proc/1/ns/net", setup: rfEdit(func(s *specs.Spec) {
+			rfSetAnnotations(s, rfGood, "")
+			rfSetNamespace(s, specs.NetworkNamespace, "/proc/1/ns/net")
+		}), want: "network namespace path /proc/1/ns/net is the host's"},
+		{name: "pid namespace path is the host's via /proc/self", setup: rfEdit(func(s *specs.Spec) {
+			rfSetAnnotations(s, rfGood, "")
+			rfSetNamespace(s, specs.PIDNamespace, "/proc/self/ns/pid")
+		}), want: "pid namespace path /proc/self/ns/pid is the host's"},
+		{name: "no ipc namespace entry", setup: rfEdit(func(s *specs.Spec) {
+			rfSetAnnotations(s, rfGood, "")
+			rfDropNamespace(s, specs.IPCNamespace)
+		}), want: `shares the host's ipc namespace (no "ipc" entry`},
+		{name: "network namespace path that does not exist", setup: rfEdit(func(s *specs.Spec) {
+			rfSetAnnotations(s, rfGood, "")
+			rfSetNamespace(s, specs.NetworkNamespace, "/nonexistent/ns/net")
+		}), want: "/nonexistent/ns/net"},
+		{name: "user namespace path is /proc/1/ns/user", setup: rfEdit(func(s *specs.Spec) {
+			rfSetNamespace(s, specs.UserNamespace, "/proc/1/ns/user")
+		}), want: "user namespace path /proc/1/ns/user is the host's user namespace"},
+		{name: "user namespace path is the host's, with mappings", setup: rfEdit(func(s *specs.Spec) {
+			rfSetNamespace(s, specs.UserNamespace, "/proc/1/ns/user")
+			s.Linux.UIDMappings, s.Linux.GIDMappings = rfRanges(rfGood), rfRanges(rfGood)
+		}), want: "user namespace path /proc/1/ns/user is the host's user namespace"},
+
+		// --- the other sources are validated too ---
+		{name: "spec mapping breaks a rule", setup: rfEdit(func(s *specs.Spec) {
+			rfSetNamespace(s, specs.UserNamespace, "")
+			s.Linux.UIDMappings, s.Linux.GIDMappings = rfRanges("0:1000:65536"), rfRanges("0:1000:65536")
+		}), want: "spec mapping refused"},
+		{name: "spec mapping shares the host network", setup: rfEdit(func(s *specs.Spec) {
+			rfSetNamespace(s, specs.UserNamespace, "")
+			s.Linux.UIDMappings, s.Linux.GIDMappings = rfRanges(rfGood), rfRanges(rfGood)
+			rfDropNamespace(s, specs.NetworkNamespace)
+		}), want: `shares the host's network namespace`},
+		{name: "mounts disagree on uidMappings", setup: rfEdit(func(s *specs.Spec) {
+			s.Mounts = append(s.Mounts, rfBindMount("/a", rfGood), rfBindMount("/b", "0:200000:65536"))
+		}), want: "mounts /a and /b carry different ID mappings"},
+		{name: "mount mapping breaks a rule", setup: rfEdit(func(s *specs.Spec) {
+			s.Mounts = append(s.Mounts, rfBindMount("/a", "0:0:65536"))
+		}), want: "mounts mapping refused"},
+		{name: "kubelet record breaks a rule", setup: rfKubeletRecord("rf-pod-1",
+			`{"uidMappings":[{"hostId":0,"containerId":0,"length":65536}],"gidMappings":[{"hostId":0,"containerId":0,"length":65536}]}`),
+			want: "kubelet mapping refused"},
+		{name: "kubelet record is not JSON", setup: rfKubeletRecord("rf-pod-2", `{"uidMappings":`), want: "kubelet userns record"},
+		{name: "pod uid is a path", setup: rfEdit(func(s *specs.Spec) {
+			s.Annotations = map[string]string{"io.kubernetes.pod.uid": "../../etc"}
+		}), want: `pod UID "../../etc" is not a valid UID`},
+
+		// --- mode ---
+		{name: "mode require with no mapping", toml: "mode = \"require\"\n", want: "mode is require and no mapping was found"},
+		{name: "mode allocate with no mapping", toml: "mode = \"allocate\"\n", want: "mode allocate is not available"},
+
+		// --- run is refused like create, and crun's -b spelling is parsed ---
+		{name: "run with a bad mapping", setup: rfAnnotate("0:0:65536", ""),
+			argv: func(c rfCtx) []string { return []string{"run", "--bundle", c.b.Dir, "--detach", rfID} },
+			want: "host IDs below 65536"},
+		{name: "create -bBUNDLE with a bad mapping", setup: rfAnnotate("0:0:65536", ""),
+			argv: func(c rfCtx) []string { return []string{"create", "-b" + c.b.Dir, rfID} },
+			want: "host IDs below 65536"},
+
+		// --- the command line ---
+		{name: "empty container id", argv: func(c rfCtx) []string { return rfCreate(c.b.Dir, "") }, want: "container id cannot be empty"},
+		{name: "no container id", argv: func(c rfCtx) []string { return []string{"create", "--bundle", c.b.Dir} }, want: "container id cannot be empty"},
+		{name: "container id ..", argv: func(c rfCtx) []string { return rfCreate(c.b.Dir, "..") }, want: `invalid container id ".."`},
+		{name: "container id with a slash", argv: func(c rfCtx) []string { return rfCreate(c.b.Dir, "a/../b") }, want: `invalid container id "a/../b"`},
+		{name: "two container ids", argv: func(c rfCtx) []string { return []string{"create", "--bundle", c.b.Dir, "a", "b"} }, want: "expected one container id"},
+
+		// --- the bundle ---
+		{name: "missing bundle", argv: func(c rfCtx) []string { return rfCreate(filepath.Join(c.b.Dir, "missing"), rfID) }, want: "does not exist"},
+		{name: "bundle is a file", setup: func(c rfCtx) {
+			if err := os.WriteFile(filepath.Join(c.b.Dir, "afile"), []byte("x"), 0o644); err != nil {
+				c.t.Fatal(err)
+			}
+		}, argv: func(c rfCtx) []string { return rfCreate(filepath.Join(c.b.Dir, "afile"), rfID) }, want: "is not a directory"},
+		{name: "missing config.json", setup: func(c rfCtx) {
+			if err := os.Remove(c.b.ConfigPath()); err != nil {
+				c.t.Fatal(err)
+			}
+		}, want: "config.json"},
+		{name: "config.json is a directory", setup: func(c rfCtx) {
+			if err := os.Remove(c.b.ConfigPath()); err != nil {
+				c.t.Fatal(err)
+			}
+			if err := os.Mkdir(c.b.ConfigPath(), 0o755); err != nil {
+				c.t.Fatal(err)
+			}
+		}, want: "not a regular file"},
+		{name: "config.json is a symlink", setup: func(c rfCtx) {
+			real := filepath.Join(c.b.Dir, "real-config.json")
+			if err := os.Rename(c.b.ConfigPath(), real); err != nil {
+				c.t.Fatal(err)
+			}
+			if err := os.Symlink("real-config.json", c.b.ConfigPath()); err != nil {
+				c.t.Fatal(err)
+			}
+		}, want: "symlink"},
+		{name: "config.json is a symlink to a spec without user fields", setup: func(c rfCtx) {
+			// No "user" key anywhere: the document itself asks for nothing.
+			real := filepath.Join(c.b.Dir, "real-config.json")
+			if err := os.WriteFile(real, []byte(`{"ociVersion":"1.0.2","root":{"path":"rootfs"},"linux":{}}`), 0o644); err != nil {
+				c.t.Fatal(err)
+			}
+			if err := os.Remove(c.b.ConfigPath()); err != nil {
+				c.t.Fatal(err)
+			}
+			if err := os.Symlink("real-config.json", c.b.ConfigPath()); err != nil {
+				c.t.Fatal(err)
+			}
+		}, want: "symlink"},
+		{name: "malformed JSON: a stray comma", setup: rfWriteConfig(func(orig []byte) []byte {
+			return []byte(strings.Replace(string(orig), "{", "{,", 1))
+		}), want: "not valid JSON"},
+		{name: "malformed JSON: not JSON at all", setup: rfWriteConfig(func([]byte) []byte {
+			return []byte("this is not json\n")
+		}), want: "not valid JSON"},
+		{name: "truncated JSON", setup: rfWriteConfig(func(orig []byte) []byte {
+			return orig[:len(orig)/2]
+		}), want: "config.json"},
+		{name: "empty config.json", setup: rfWriteConfig(func([]byte) []byte { return nil }), want: "config.json"},
+		{name: "JSON that is not a spec", setup: rfWriteConfig(func([]byte) []byte { return []byte(`{"hello":"world"}`) }),
+			want: "not an OCI runtime spec"},
+	}
+}
+
+func TestRefusals(t *testing.T) {
+	requireRoot(t)
+	var rt Runtime
+	for _, r := range runtimes(t) {
+		if r.Name == "runc" {
+			rt = r
+		}
+	}
+	if rt.Name == "" {
+		t.Skip("runc is not installed (apt-get install runc): the refusals run behind runc")
+	}
+	for _, tc := range rfCases() {
+		t.Run(strings.ReplaceAll(tc.name, " ", "_"), func(t *testing.T) {
+			rfRunRefusal(t, rt, tc)
+		})
+	}
+}
+
+func rfRunRefusal(t *testing.T, rt Runtime, tc rfCase) {
+	kubelet := t.TempDir()
+	env := newEnv(t, rt, fmt.Sprintf("kubelet_root = %q\n%s", kubelet, tc.toml))
+	b := newBundle(t, "sleep", "10")
+	c := rfCtx{t: t, b: b, kubelet: kubelet}
+	if tc.setup != nil {
+		tc.setup(c)
+	}
+	argv := rfCreate(b.Dir, rfID)
+	if tc.argv != nil {
+		argv = tc.argv(c)
+	}
+	// Should the shim wrongly let the container through, it must not outlive the test.
+	t.Cleanup(func() { rfForceDelete(env, rfID) })
+
+	logFile := filepath.Join(t.TempDir(), "log.json")
+	const before = `{"level":"info","msg":"written before the shim ran","time":"2024-01-01T00:00:00Z"}` + "\n"
+	if err := os.WriteFile(logFile, []byte(before), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	snap := rfSnapshot(t, b.Dir)
+
+	args := append([]string{"--root", env.RootDir, "--log", logFile, "--log-format", "json"}, argv...)
+	r := env.Shim(args...)
+	t.Logf("userns-shim %s\nexit %d\nstdout: %q\nstderr: %q", strings.Join(args, " "), r.Code, r.Stdout, r.Stderr)
+
+	if r.Code == 0 {
+		t.Errorf("exit 0: the shim accepted what it must refuse (%s)", tc.want)
+	}
+	line := rfCheckStderr(t, r.Stderr, tc.want)
+	rfCheckLog(t, logFile, before, line)
+
+	if after := rfSnapshot(t, b.Dir); !rfSameSnapshot(t, snap, after) {
+		t.Errorf("the bundle changed: config.json must be byte-identical and no file may be left behind")
+	}
+	if tmps, _ := filepath.Glob(filepath.Join(b.Dir, ".config.json.userns-shim-*")); len(tmps) > 0 {
+		t.Errorf("temporary files left in the bundle: %v", tmps)
+	}
+	if ents, err := os.ReadDir(filepath.Join(env.StateDir, "containers")); err == nil && len(ents) > 0 {
+		var names []string
+		for _, e := range ents {
+			names = append(names, e.Name())
+		}
+		t.Errorf("state_dir/containers is not empty after a refusal: %v", names)
+	} else if err != nil && !os.IsNotExist(err) {
+		t.Errorf("state_dir/containers: %v", err)
+	}
+	if _, err := os.Lstat(filepath.Join(env.RootDir, rfID)); err == nil {
+		t.Errorf("the real runtime has a container %s: the refusal came too late", rfID)
+	}
+}
+
+// rfCheckStderr checks that stderr is exactly one `userns-shim: ` line
+// containing want, and returns it.
+func rfCheckStderr(t *testing.T, stderr, want string) string {
+	t.Helper()
+	if !strings.HasSuffix(stderr, "\n") {
+		t.Errorf("stderr does not end in a newline: %q", stderr)
+	}
+	line := strings.TrimSuffix(stderr, "\n")
+	if strings.Contains(line, "\n") || line == "" {
+		t.Errorf("stderr is not exactly one line: %q", stderr)
+	}
+	if !strings.HasPrefix(line, "userns-shim: ") {
+		t.Errorf("stderr does not start with %q: %q", "userns-shim: ", line)
+	}
+	if !strings.Contains(line, want) {
+		t.Errorf("stderr does not say why (want %q): %q", want, line)
+	}
+	return line
+}
+
+// rfCheckLog checks that the shim appended to the log (before is still its
+// start) and that the last line is a runc-format error entry whose msg is
+// the stderr line.
+func rfCheckLog(t *testing.T, logFile, before, line string) {
+	t.Helper()
+	data, err := os.ReadFile(logFile)
+	if err != nil {
+		t.Errorf("read --log file: %v", err)
+		return
+	}
+	if !strings.HasPrefix(string(data), before) {
+		t.Errorf("--log file was not appended to (its earlier content is gone): %q", data)
+	}
+	lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
+	last := lines[len(lines)-1]
+	if len(lines) < 2 {
+		t.Errorf("nothing was appended to the --log file: %q", data)
+		return
+	}
+	var entry map[string]any
+	if err := json.Unmarshal([]byte(last), &entry); err != nil {
+		t.Errorf("last --log line is not JSON: %v: %q", err, last)
+		return
+	}
+	if entry["level"] != "error" {
+		t.Errorf("last --log line: level %v, want error: %q", entry["level"], last)
+	}
+	if entry["msg"] != line {
+		t.Errorf("last --log line: msg %q\nwant the stderr line %q", entry["msg"], line)
+	}
+	ts, ok := entry["time"].(string)
+	if !ok {
+		t.Errorf("last --log line has no time string: %q", last)
+	} else if _, err := time.Parse(time.RFC3339, ts); err != nil {
+		t.Errorf("last --log line: time %q is not RFC 3339: %v", ts, err)
+	}
+}
+
+// rfSnapshot records the bundle's top-level entries (the rootfs dir by name
+// only): a regular file by its bytes, a symlink by its target, a directory
+// by its name.
+func rfSnapshot(t *testing.T, dir string) map[string]string {
+	t.Helper()
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap := map[string]string{}
+	for _, e := range ents {
+		p := filepath.Join(dir, e.Name())
+		switch {
+		case e.Type()&os.ModeSymlink != 0:
+			target, err := os.Readlink(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			snap[e.Name()] = "symlink -> " + target
+		case e.IsDir():
+			snap[e.Name()] = "dir"
+		default:
+			data, err := os.ReadFile(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			snap[e.Name()] = "file: " + string(data)
+		}
+	}
+	return snap
+}
+
+func rfSameSnapshot(t *testing.T, before, after map[string]string) bool {
+	t.Helper()
+	same := true
+	for name, v := range before {
+		w, ok := after[name]
+		switch {
+		case !ok:
+			t.Errorf("bundle: %s disappeared", name)
+			same = false
+		case v != w:
+			t.Errorf("bundle: %s changed:\nbefore: %.300s\nafter:  %.300s", name, v, w)
+			same = false
+		}
+	}
+	for name := range after {
+		if _, ok := before[name]; !ok {
+			t.Errorf("bundle: %s appeared", name)
+			same = false
+		}
+	}
+	return same
+}
+
+// rfForceDelete removes a container the real runtime may hold under the
+// env's --root; nothing to do when the root was never made.
+func rfForceDelete(env *Env, id string) {
+	if _, err := os.Stat(env.RootDir); err != nil {
+		return
+	}
+	exec.Command(env.RT.Path, "--root", env.RootDir, "delete", "--force", id).Run()
+}
+
+// TestRelaxedRules: with [validation] relaxed, critest's mapping (container 0
+// at host 1000, 100000 IDs) is accepted and the container really runs with
+// it, on every runtime.
+func TestRelaxedRules(t *testing.T) {
+	requireRoot(t)
+	const critest = "0:1000:100000"
+	for _, rt := range runtimes(t) {
+		t.Run(rt.Name, func(t *testing.T) {
+			env := newEnv(t, rt, "[validation]\nmin_host_id = 1000\nsize_multiple = 1\n")
+			b := newBundle(t, "sleep", "60")
+			b.Spec.Annotations = map[string]string{"userns-shim.io/uid-mappings": critest}
+			b.Save(t)
+			id := "rf-relaxed-" + rt.Name
+			pidFile := filepath.Join(t.TempDir(), "pid")
+			logFile := filepath.Join(t.TempDir(), "log.json")
+			t.Cleanup(func() { rfForceDelete(env, id) })
+
+			r := env.Shim("--root", env.RootDir, "--log", logFile, "--log-format", "json",
+				"create", "--bundle", b.Dir, "--pid-file", pidFile, id)
+			if r.Code != 0 {
+				log, _ := os.ReadFile(logFile)
+				t.Fatalf("create with relaxed rules: exit %d\nstderr: %s\nlog: %s", r.Code, r.Stderr, log)
+			}
+
+			b.Load(t)
+			if got := rfRangesString(b.Spec.Linux.UIDMappings); got != critest {
+				t.Errorf("config.json uidMappings %s, want %s", got, critest)
+			}
+			if got := rfRangesString(b.Spec.Linux.GIDMappings); got != critest {
+				t.Errorf("config.json gidMappings %s, want %s", got, critest)
+			}
+			pid, err := os.ReadFile(pidFile)
+			if err != nil {
+				t.Fatalf("pid file: %v", err)
+			}
+			for _, f := range []string{"uid_map", "gid_map"} {
+				data, err := os.ReadFile(filepath.Join("/proc", strings.TrimSpace(string(pid)), f))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got := strings.Join(strings.Fields(string(data)), " "); got != "0 1000 100000" {
+					t.Errorf("container %s: %q, want \"0 1000 100000\"", f, got)
+				}
+			}
+			if insp := env.Shim("shim", "inspect", id); insp.Code != 0 || !strings.Contains(insp.Stdout, `"annotation"`) {
+				t.Errorf("shim inspect: exit %d, stdout %s, stderr %s", insp.Code, insp.Stdout, insp.Stderr)
+			}
+
+			env.MustShim("--root", env.RootDir, "delete", "--force", id)
+			if _, err := os.Lstat(filepath.Join(env.StateDir, "containers", id+".json")); !os.IsNotExist(err) {
+				t.Errorf("record of %s still in state_dir after delete (%v)", id, err)
+			}
+			if st := env.Shim("--root", env.RootDir, "state", id); st.Code == 0 {
+				t.Errorf("container %s still exists after delete: %s", id, st.Stdout)
+			}
+		})
+	}
+}
+
+func rfRangesString(r []specs.LinuxIDMapping) string {
+	parts := make([]string, len(r))
+	for i, m := range r {
+		parts[i] = fmt.Sprintf("%d:%d:%d", m.ContainerID, m.HostID, m.Size)
+	}
+	return strings.Join(parts, ",")
+}

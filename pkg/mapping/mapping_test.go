@@ -1,0 +1,193 @@
+package mapping
+
+import (
+	"testing"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func r(c, h, n uint32) specs.LinuxIDMapping {
+	return specs.LinuxIDMapping{ContainerID: c, HostID: h, Size: n}
+}
+
+func same(rs ...specs.LinuxIDMapping) Mapping { return Mapping{UIDs: rs, GIDs: rs} }
+
+func TestParseRanges(t *testing.T) {
+	tests := []struct {
+		in      string
+		want    []specs.LinuxIDMapping
+		wantErr string
+	}{
+		{in: "0:65536:65536", want: []specs.LinuxIDMapping{r(0, 65536, 65536)}},
+		{in: " 0:131072:65536 , 65536:262144:65536", want: []specs.LinuxIDMapping{r(0, 131072, 65536), r(65536, 262144, 65536)}},
+		{in: "0:4294901760:65536", want: []specs.LinuxIDMapping{r(0, 4294901760, 65536)}},
+		{in: "", wantErr: "empty"},
+		{in: "0:1", wantErr: "want containerID:hostID:size"},
+		{in: "0:1:2:3", wantErr: "want containerID:hostID:size"},
+		{in: "a:1:2", wantErr: `"a" is not a number`},
+		{in: "-1:1:2", wantErr: "is not a number"},
+		{in: "0:4294967296:1", wantErr: "is not a number"},
+		{in: "0:1:2,", wantErr: "want containerID:hostID:size"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.in, func(t *testing.T) {
+			got, err := ParseRanges(tc.in)
+			if tc.wantErr != "" {
+				require.ErrorContains(t, err, tc.wantErr)
+				return
+			}
+			require.NoError(t, err)
+			assert.Equal(t, tc.want, got)
+		})
+	}
+}
+
+func TestParseRangesBoundsCount(t *testing.T) {
+	s := "0:65536:1"
+	for i := 0; i < maxRanges; i++ {
+		s += ",0:65536:1"
+	}
+	_, err := ParseRanges(s)
+	require.ErrorContains(t, err, "at most 340")
+}
+
+func TestFromAnnotations(t *testing.T) {
+	m, found, err := FromAnnotations(map[string]string{AnnotationUIDMappings: "0:65536:65536"})
+	require.NoError(t, err)
+	assert.True(t, found)
+	assert.Equal(t, same(r(0, 65536, 65536)), m, "a uid mapping alone serves for gids")
+
+	m, found, err = FromAnnotations(map[string]string{AnnotationGIDMappings: "0:65536:65536"})
+	require.NoError(t, err)
+	assert.True(t, found)
+	assert.Equal(t, same(r(0, 65536, 65536)), m)
+
+	_, found, err = FromAnnotations(map[string]string{"other": "x"})
+	require.NoError(t, err)
+	assert.False(t, found)
+
+	_, found, err = FromAnnotations(map[string]string{AnnotationUIDMappings: "garbage"})
+	assert.True(t, found)
+	require.ErrorContains(t, err, AnnotationUIDMappings)
+}
+
+func TestParseKubeletRecord(t *testing.T) {
+	// The format kubelet's userns manager writes (json.Marshal of userNamespace).
+	data := []byte(`{"uidMappings":[{"hostId":1966080,"containerId":0,"length":65536}],"gidMappings":[{"hostId":1966080,"containerId":0,"length":65536}]}`)
+	m, err := ParseKubeletRecord(data)
+	require.NoError(t, err)
+	assert.Equal(t, same(r(0, 1966080, 65536)), m)
+
+	_, err = ParseKubeletRecord([]byte(`{"uidMappings":[]}`))
+	require.ErrorContains(t, err, "no uidMappings")
+	_, err = ParseKubeletRecord([]byte(`not json`))
+	require.ErrorContains(t, err, "kubelet userns record")
+}
+
+func TestFromMounts(t *testing.T) {
+	a := []specs.LinuxIDMapping{r(0, 65536, 65536)}
+	b := []specs.LinuxIDMapping{r(0, 131072, 65536)}
+	m, found, err := FromMounts([]specs.Mount{{Destination: "/proc"}, {Destination: "/v", UIDMappings: a, GIDMappings: a}, {Destination: "/w", UIDMappings: a}})
+	require.NoError(t, err)
+	assert.True(t, found)
+	assert.Equal(t, Mapping{UIDs: a, GIDs: a}, m)
+
+	_, found, err = FromMounts([]specs.Mount{{Destination: "/v", UIDMappings: a, GIDMappings: a}, {Destination: "/w", UIDMappings: b, GIDMappings: b}})
+	assert.True(t, found)
+	require.ErrorContains(t, err, "carry different ID mappings")
+
+	_, found, err = FromMounts([]specs.Mount{{Destination: "/proc"}})
+	require.NoError(t, err)
+	assert.False(t, found)
+}
+
+func TestParseProcMap(t *testing.T) {
+	got, err := ParseProcMap([]byte("         0     300000      65536\n     65536     500000      65536\n"))
+	require.NoError(t, err)
+	assert.Equal(t, []specs.LinuxIDMapping{r(0, 300000, 65536), r(65536, 500000, 65536)}, got)
+	_, err = ParseProcMap([]byte("0 1\n"))
+	require.Error(t, err)
+}
+
+func TestValidate(t *testing.T) {
+	def := DefaultRules()
+	tests := []struct {
+		name    string
+		m       Mapping
+		rules   Rules
+		wantErr []string
+	}{
+		{name: "one pod block", m: same(r(0, 65536, 65536))},
+		{name: "two blocks", m: same(r(0, 131072, 65536), r(65536, 262144, 65536))},
+		{name: "last block", m: same(r(0, 4294901760, 65536))},
+		{name: "size 0", m: same(r(0, 65536, 0)), wantErr: []string{"size 0"}},
+		{name: "size not multiple", m: same(r(0, 65536, 1000)), wantErr: []string{"not a multiple of 65536"}},
+		{name: "host root", m: same(r(0, 0, 65536)), wantErr: []string{"host IDs below 65536 belong to the host"}},
+		{name: "host 1000", m: same(r(0, 1000, 65536)), wantErr: []string{"below 65536"}},
+		{name: "host wraps", m: same(r(0, 4294901761, 65536)), wantErr: []string{"host range passes 2^32"}},
+		{name: "container wraps", m: same(r(0, 65536, 65536), r(4294901761, 131072, 65536)), wantErr: []string{"container range passes 2^32"}},
+		{name: "root unmapped", m: same(r(1, 65536, 65536)), wantErr: []string{"leaves container ID 0 unmapped"}},
+		{name: "host overlap", m: same(r(0, 65536, 131072), r(131072, 131072, 65536)), wantErr: []string{"overlap on the host side"}},
+		{name: "container overlap", m: same(r(0, 65536, 131072), r(65536, 262144, 65536)), wantErr: []string{"overlap on the container side"}},
+		{name: "uid != gid", m: Mapping{UIDs: []specs.LinuxIDMapping{r(0, 65536, 65536)}, GIDs: []specs.LinuxIDMapping{r(0, 131072, 65536)}}, wantErr: []string{"differs from gid mapping"}},
+		{name: "no gid mapping", m: Mapping{UIDs: []specs.LinuxIDMapping{r(0, 65536, 65536)}}, wantErr: []string{"no gid mapping"}},
+		{name: "critest mapping refused by default", m: same(r(0, 1000, 100000)), wantErr: []string{"below 65536", "not a multiple"}},
+		{name: "critest mapping with relaxed rules", m: same(r(0, 1000, 100000)), rules: Rules{MinHostID: 1000, SizeMultiple: 1}},
+		{name: "every problem reported", m: same(r(5, 0, 3)), wantErr: []string{"not a multiple", "below", "unmapped"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			rules := tc.rules
+			if rules == (Rules{}) {
+				rules = def
+			}
+			err := Validate(tc.m, rules)
+			if len(tc.wantErr) == 0 {
+				require.NoError(t, err)
+				return
+			}
+			require.Error(t, err)
+			for _, w := range tc.wantErr {
+				assert.Contains(t, err.Error(), w)
+			}
+		})
+	}
+}
+
+func TestValidateProcessUser(t *testing.T) {
+	m := same(r(0, 65536, 65536))
+	require.NoError(t, ValidateProcessUser(specs.User{UID: 1000, GID: 1000, AdditionalGids: []uint32{10, 65535}}, m))
+	err := ValidateProcessUser(specs.User{UID: 65536, GID: 70000, AdditionalGids: []uint32{1, 100000}}, m)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "process.user.uid 65536")
+	assert.Contains(t, err.Error(), "process.user.gid 70000")
+	assert.Contains(t, err.Error(), "additionalGids 100000")
+	assert.NotContains(t, err.Error(), "additionalGids 1 ")
+}
+
+func FuzzParseRanges(f *testing.F) {
+	for _, s := range []string{"0:65536:65536", "0:1:2,3:4:5", "", "a:b:c", "0:4294967295:4294967295"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		rs, err := ParseRanges(s)
+		if err != nil {
+			return
+		}
+		m := Mapping{UIDs: rs, GIDs: rs}
+		if Validate(m, DefaultRules()) != nil {
+			return
+		}
+		// Whatever validates never maps onto the host's IDs nor wraps.
+		for _, x := range rs {
+			if x.HostID < 65536 || uint64(x.HostID)+uint64(x.Size) > 1<<32 || x.Size == 0 {
+				t.Fatalf("validated a mapping onto host IDs: %+v", x)
+			}
+		}
+		if !Contains(rs, 0) {
+			t.Fatalf("validated a mapping without container 0: %v", rs)
+		}
+	})
+}

@@ -1,0 +1,139 @@
+package runcargs
+
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestParse(t *testing.T) {
+	tests := []struct {
+		name string
+		argv string
+		want Invocation // Args is filled in from argv
+	}{
+		{"bare version", "--version", Invocation{Global: Global{Version: true}}},
+		{"short version", "-v", Invocation{Global: Global{Version: true}}},
+		{"help", "--help", Invocation{Global: Global{Help: true}}},
+		{"empty", "", Invocation{}},
+		{
+			"containerd runc shim", "--root /run/containerd/runc/k8s.io --log /b/log.json --log-format json create --bundle /b --pid-file /b/init.pid abc",
+			Invocation{Global: Global{Root: "/run/containerd/runc/k8s.io", Log: "/b/log.json", LogFormat: "json"},
+				Command: "create", ContainerID: "abc", Bundle: "/b", PidFile: "/b/init.pid"},
+		},
+		{
+			"conmon (CRI-O) equals form", "--root=/run/runc create --bundle /b --pid-file /p/pid abc",
+			Invocation{Global: Global{Root: "/run/runc"}, Command: "create", ContainerID: "abc", Bundle: "/b", PidFile: "/p/pid"},
+		},
+		{
+			"podman with console socket", "--log-format=json --log /l create --bundle /b --pid-file /p --console-socket /s abc",
+			Invocation{Global: Global{Log: "/l", LogFormat: "json"}, Command: "create", ContainerID: "abc", Bundle: "/b", PidFile: "/p", ConsoleSocket: "/s"},
+		},
+		{
+			"bool globals", "--debug --systemd-cgroup --rootless false --criu /usr/sbin/criu create -b /b x",
+			Invocation{Global: Global{Debug: true, SystemdCgroup: true}, Command: "create", ContainerID: "x", Bundle: "/b"},
+		},
+		{
+			"bool global with value", "--debug=false --systemd-cgroup=true run x",
+			Invocation{Global: Global{SystemdCgroup: true}, Command: "run", ContainerID: "x"},
+		},
+		{"bundle as the last token", "create x --bundle /b", Invocation{Command: "create", ContainerID: "x", Bundle: "/b"}},
+		{"-b=x", "create -b=/b x", Invocation{Command: "create", ContainerID: "x", Bundle: "/b"}},
+		{"crun -bPATH", "create -b/b x", Invocation{Command: "create", ContainerID: "x", Bundle: "/b"}},
+		{"single dash long", "create -bundle /b x", Invocation{Command: "create", ContainerID: "x", Bundle: "/b"}},
+		{"crun --config", "create --config other.json -f=/c.json x", Invocation{Command: "create", ContainerID: "x", ConfigFile: "/c.json"}},
+		{"run detached", "run -d --keep --no-pivot --preserve-fds 2 x", Invocation{Command: "run", ContainerID: "x"}},
+		{"new flag with equals", "create --future-flag=1 x", Invocation{Command: "create", ContainerID: "x"}},
+		{"double dash before id", "create --bundle /b -- x", Invocation{Command: "create", ContainerID: "x", Bundle: "/b"}},
+		{"create help", "create --help", Invocation{Global: Global{Help: true}, Command: "create"}},
+		// Not create: a container named "create" being deleted.
+		{"delete create", "delete create", Invocation{Command: "delete"}},
+		{"delete --force", "--root /r delete --force abc", Invocation{Global: Global{Root: "/r"}, Command: "delete"}},
+		{"exec", "exec --pid-file /p --process /f --detach abc", Invocation{Command: "exec"}},
+		{"kill", "kill abc 15", Invocation{Command: "kill"}},
+		{"start", "start abc", Invocation{Command: "start"}},
+		{"state", "state abc", Invocation{Command: "state"}},
+		{"features", "features", Invocation{Command: "features"}},
+		{"ps", "ps --format json abc", Invocation{Command: "ps"}},
+		{"update from stdin", "update --resources - abc", Invocation{Command: "update"}},
+		{"shim verb", "shim inspect abc", Invocation{Command: "shim"}},
+		{"unknown global before passthrough", "--cgroup-manager cgroupfs state abc", Invocation{Global: Global{}, Command: "state"}},
+		{"value that looks like a command", "--root create delete x", Invocation{Global: Global{Root: "create"}, Command: "delete"}},
+		{"log value that is run", "--log run create x", Invocation{Global: Global{Log: "run"}, Command: "create", ContainerID: "x"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			args := strings.Fields(tc.argv)
+			got, err := Parse(args)
+			require.NoError(t, err)
+			want := tc.want
+			want.Args = args
+			// CommandArgs is everything after the command token.
+			if got.Command != "" {
+				assert.Equal(t, args[len(args)-len(got.CommandArgs)-1], got.Command)
+			}
+			got.CommandArgs = nil
+			assert.Equal(t, &want, got)
+		})
+	}
+}
+
+func TestParseErrors(t *testing.T) {
+	tests := []struct {
+		argv    string
+		wantErr string
+	}{
+		{"create", "container id cannot be empty"},
+		{"create --bundle /b", "container id cannot be empty"},
+		{"run --bundle", "needs a value"},
+		{"create --bundle /b a b", "expected one container id, got 2"},
+		{"create ../x", "invalid container id"},
+		{"create a/b", "invalid container id"},
+		{"create ..", "invalid container id"},
+		{"create .", "invalid container id"},
+		{"--root", "needs a value"},
+		{"create --mystery /b x", "unknown create flag"},
+		{"--mystery value create x", "unknown global flag"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.argv, func(t *testing.T) {
+			inv, err := Parse(strings.Fields(tc.argv))
+			require.Error(t, err)
+			assert.True(t, errors.Is(err, ErrUsage))
+			assert.Contains(t, err.Error(), tc.wantErr)
+			assert.NotNil(t, inv, "globals must survive an error so it can be logged")
+		})
+	}
+}
+
+func TestParseKeepsGlobalsOnError(t *testing.T) {
+	inv, err := Parse(strings.Fields("--log /l --log-format json create --bundle /b"))
+	require.Error(t, err)
+	assert.Equal(t, "/l", inv.Global.Log)
+	assert.Equal(t, "json", inv.Global.LogFormat)
+}
+
+func FuzzParse(f *testing.F) {
+	for _, s := range []string{"create --bundle /b x", "delete create", "--root /r run -d x", "-b=x", "create x --bundle"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		args := strings.Fields(s)
+		inv, err := Parse(args)
+		if err != nil {
+			return
+		}
+		if inv.Rewrites() && !inv.Global.Help {
+			if ValidateContainerID(inv.ContainerID) != nil {
+				t.Fatalf("create accepted with invalid id %q", inv.ContainerID)
+			}
+		}
+		// A create token at the command position is never passed through.
+		if len(args) > 0 && (args[0] == "create" || args[0] == "run") && !inv.Rewrites() {
+			t.Fatalf("leading %q not parsed as the command", args[0])
+		}
+	})
+}

@@ -1,0 +1,178 @@
+package shim
+
+import (
+	"io/fs"
+	"testing"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/userns-shim/userns-shim/pkg/config"
+	"github.com/userns-shim/userns-shim/pkg/mapping"
+)
+
+var (
+	podRange   = []specs.LinuxIDMapping{{ContainerID: 0, HostID: 196608, Size: 65536}}
+	otherRange = []specs.LinuxIDMapping{{ContainerID: 0, HostID: 262144, Size: 65536}}
+)
+
+// baseSpec is a container with its own network, PID and IPC namespaces.
+func baseSpec() *specs.Spec {
+	return &specs.Spec{
+		Process: &specs.Process{User: specs.User{UID: 0, GID: 0}},
+		Linux: &specs.Linux{Namespaces: []specs.LinuxNamespace{
+			{Type: specs.PIDNamespace}, {Type: specs.NetworkNamespace}, {Type: specs.IPCNamespace}, {Type: specs.MountNamespace},
+		}},
+	}
+}
+
+func fakeSources(records map[string]string, joined map[string]mapping.Mapping) Sources {
+	return Sources{
+		KubeletRecord: func(uid string) ([]byte, error) {
+			if r, ok := records[uid]; ok {
+				return []byte(r), nil
+			}
+			return nil, fs.ErrNotExist
+		},
+		JoinedMapping: func(p string) (mapping.Mapping, error) { return joined[p], nil },
+		IsHost: func(t specs.LinuxNamespaceType, p string) (bool, error) {
+			return p == "/proc/1/ns/"+map[specs.LinuxNamespaceType]string{specs.NetworkNamespace: "net", specs.PIDNamespace: "pid", specs.IPCNamespace: "ipc", specs.UserNamespace: "user"}[t], nil
+		},
+	}
+}
+
+func TestDecide(t *testing.T) {
+	record := `{"uidMappings":[{"hostId":262144,"containerId":0,"length":65536}],"gidMappings":[{"hostId":262144,"containerId":0,"length":65536}]}`
+	tests := []struct {
+		name       string
+		mode       config.Mode
+		edit       func(s *specs.Spec)
+		wantSource mapping.Source
+		wantMap    []specs.LinuxIDMapping
+		wantErr    string
+	}{
+		{name: "nothing, passthrough", wantSource: mapping.SourceNone},
+		{name: "nothing, require", mode: config.ModeRequire, wantErr: "mode is require and no mapping was found"},
+		{name: "nothing, allocate", mode: config.ModeAllocate, wantErr: "mode allocate is not available"},
+		{
+			name: "spec has user namespace", wantSource: mapping.SourceSpec, wantMap: podRange,
+			edit: func(s *specs.Spec) {
+				s.Linux.Namespaces = append(s.Linux.Namespaces, specs.LinuxNamespace{Type: specs.UserNamespace})
+				s.Linux.UIDMappings, s.Linux.GIDMappings = podRange, podRange
+				s.Annotations = map[string]string{mapping.AnnotationUIDMappings: "0:262144:65536"}
+			},
+		},
+		{
+			name: "joined user namespace without mappings", wantSource: mapping.SourceSpec, wantMap: otherRange,
+			edit: func(s *specs.Spec) {
+				s.Linux.Namespaces = append(s.Linux.Namespaces, specs.LinuxNamespace{Type: specs.UserNamespace, Path: "/proc/42/ns/user"})
+			},
+		},
+		{
+			name: "host user namespace by path", wantErr: "is the host's user namespace",
+			edit: func(s *specs.Spec) {
+				s.Linux.Namespaces = append(s.Linux.Namespaces, specs.LinuxNamespace{Type: specs.UserNamespace, Path: "/proc/1/ns/user"})
+				s.Linux.UIDMappings, s.Linux.GIDMappings = podRange, podRange
+			},
+		},
+		{
+			name: "mounts carry the mapping", wantSource: mapping.SourceMounts, wantMap: podRange,
+			edit: func(s *specs.Spec) {
+				s.Mounts = []specs.Mount{{Destination: "/data", Source: "/x", Options: []string{"bind"}, UIDMappings: podRange, GIDMappings: podRange}}
+				s.Annotations = map[string]string{mapping.AnnotationUIDMappings: "0:262144:65536"}
+			},
+		},
+		{
+			name: "annotation", wantSource: mapping.SourceAnnotation, wantMap: otherRange, mode: config.ModeRequire,
+			edit: func(s *specs.Spec) {
+				s.Annotations = map[string]string{mapping.AnnotationUIDMappings: "0:262144:65536", "io.kubernetes.pod.uid": "p1"}
+			},
+		},
+		{
+			name: "kubelet record", wantSource: mapping.SourceKubelet, wantMap: otherRange, mode: config.ModeRequire,
+			edit: func(s *specs.Spec) { s.Annotations = map[string]string{"io.kubernetes.cri.sandbox-uid": "p1"} },
+		},
+		{
+			name: "pod without kubelet record, passthrough", wantSource: mapping.SourceNone,
+			edit: func(s *specs.Spec) { s.Annotations = map[string]string{"io.kubernetes.pod.uid": "p2"} },
+		},
+		{
+			name: "hostile pod uid", wantErr: "not a valid UID",
+			edit: func(s *specs.Spec) { s.Annotations = map[string]string{"io.kubernetes.pod.uid": "../../etc"} },
+		},
+		{
+			name: "garbage annotation", wantErr: "userns-shim.io/uid-mappings",
+			edit: func(s *specs.Spec) { s.Annotations = map[string]string{mapping.AnnotationUIDMappings: "root"} },
+		},
+		{
+			name: "annotation onto host IDs", wantErr: "host IDs below 65536 belong to the host",
+			edit: func(s *specs.Spec) { s.Annotations = map[string]string{mapping.AnnotationUIDMappings: "0:0:65536"} },
+		},
+		{
+			name: "process uid outside", wantErr: "process.user.uid 70000",
+			edit: func(s *specs.Spec) {
+				s.Annotations = map[string]string{mapping.AnnotationUIDMappings: "0:262144:65536"}
+				s.Process.User.UID = 70000
+			},
+		},
+		{
+			name: "host network by omission", wantErr: `no "network" entry`,
+			edit: func(s *specs.Spec) {
+				s.Annotations = map[string]string{mapping.AnnotationUIDMappings: "0:262144:65536"}
+				s.Linux.Namespaces = s.Linux.Namespaces[:1]
+			},
+		},
+		{
+			name: "host pid by path", wantErr: "pid namespace path /proc/1/ns/pid is the host's",
+			edit: func(s *specs.Spec) {
+				s.Annotations = map[string]string{mapping.AnnotationUIDMappings: "0:262144:65536"}
+				s.Linux.Namespaces[0].Path = "/proc/1/ns/pid"
+			},
+		},
+		{
+			name: "no linux section at all", wantErr: "network",
+			edit: func(s *specs.Spec) {
+				s.Linux = nil
+				s.Annotations = map[string]string{mapping.AnnotationUIDMappings: "0:262144:65536"}
+			},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s := baseSpec()
+			if tc.edit != nil {
+				tc.edit(s)
+			}
+			cfg := config.Default()
+			if tc.mode != "" {
+				cfg.Mode = tc.mode
+			}
+			d, err := Decide(s, cfg, fakeSources(map[string]string{"p1": record}, map[string]mapping.Mapping{"/proc/42/ns/user": {UIDs: otherRange, GIDs: otherRange}}))
+			if tc.wantErr != "" {
+				require.ErrorContains(t, err, tc.wantErr)
+				return
+			}
+			require.NoError(t, err)
+			assert.Equal(t, tc.wantSource, d.Source)
+			if tc.wantMap != nil {
+				assert.Equal(t, mapping.Mapping{UIDs: tc.wantMap, GIDs: tc.wantMap}, d.Mapping)
+			}
+		})
+	}
+}
+
+func TestMayCarryMapping(t *testing.T) {
+	assert.False(t, mayCarryMapping([]byte(`{"process":{"args":["true"]},"linux":{"namespaces":[{"type":"pid"}]}}`)))
+	for _, s := range []string{
+		`{"linux":{"namespaces":[{"type":"user"}]}}`,
+		`{"linux":{"namespaces":[{"type": "user"}]}}`,
+		`{"mounts":[{"uidMappings":[]}]}`,
+		`{"annotations":{"userns-shim.io/uid-mappings":"0:65536:65536"}}`,
+		`{"annotations":{"io.kubernetes.pod.uid":"x"}}`,
+		`{"annotations":{"io.kubernetes.cri.sandbox-uid":"x"}}`,
+		`{"linux":{"namespaces":[{"type":"\u0075ser"}]}}`,
+	} {
+		assert.True(t, mayCarryMapping([]byte(s)), s)
+	}
+}

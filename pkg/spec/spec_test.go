@@ -1,0 +1,185 @@
+package spec
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/userns-shim/userns-shim/pkg/mapping"
+)
+
+const minimal = `{"ociVersion":"1.0.2","process":{"user":{"uid":0,"gid":0},"args":["sh"],"cwd":"/"},"root":{"path":"rootfs"},
+"linux":{"namespaces":[{"type":"pid"},{"type":"network"},{"type":"ipc"},{"type":"mount"}]}}`
+
+func write(t *testing.T, name, content string, mode os.FileMode) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), name)
+	require.NoError(t, os.WriteFile(p, []byte(content), mode))
+	require.NoError(t, os.Chmod(p, mode))
+	return p
+}
+
+func TestLoadAndSaveKeepsModeAndAddsUserNamespace(t *testing.T) {
+	p := write(t, "config.json", minimal, 0o640)
+	f, err := Load(p)
+	require.NoError(t, err)
+	assert.Equal(t, minimal, string(f.Raw))
+
+	m := mapping.Mapping{UIDs: []specs.LinuxIDMapping{{ContainerID: 0, HostID: 65536, Size: 65536}}}
+	m.GIDs = m.UIDs
+	SetUserNamespace(f.Spec, m)
+	require.NoError(t, f.Save(f.Spec))
+
+	st, err := os.Stat(p)
+	require.NoError(t, err)
+	assert.Equal(t, os.FileMode(0o640), st.Mode().Perm())
+	g, err := Load(p)
+	require.NoError(t, err)
+	assert.NotNil(t, Namespace(g.Spec, specs.UserNamespace))
+	assert.Equal(t, m, SpecMapping(g.Spec))
+	entries, _ := os.ReadDir(filepath.Dir(p))
+	assert.Len(t, entries, 1, "no temporary file left behind")
+}
+
+func TestSetUserNamespaceKeepsExistingEntry(t *testing.T) {
+	s := &specs.Spec{Linux: &specs.Linux{Namespaces: []specs.LinuxNamespace{{Type: specs.UserNamespace, Path: "/proc/5/ns/user"}}}}
+	SetUserNamespace(s, mapping.Mapping{})
+	assert.Len(t, s.Linux.Namespaces, 1)
+	assert.Equal(t, "/proc/5/ns/user", s.Linux.Namespaces[0].Path)
+	s = &specs.Spec{}
+	SetUserNamespace(s, mapping.Mapping{})
+	assert.Equal(t, []specs.LinuxNamespace{{Type: specs.UserNamespace}}, s.Linux.Namespaces)
+}
+
+func TestEncodeKeepsUnknownFields(t *testing.T) {
+	orig := `{"ociVersion":"1.3.0","process":{"args":["sh"],"cwd":"/","futureProcessField":{"a":1}},
+"root":{"path":"rootfs"},"futureTopLevel":[1,2],
+"mounts":[{"destination":"/a","type":"bind","source":"/x","futureMountField":"keep"},{"destination":"/b"}],
+"linux":{"namespaces":[{"type":"pid"}],"futureLinux":true}}`
+	s, err := Decode([]byte(orig))
+	require.NoError(t, err)
+	SetUserNamespace(s, mapping.Mapping{UIDs: []specs.LinuxIDMapping{{HostID: 65536, Size: 65536}}})
+	s.Mounts[0].Source = "/y"
+	out, err := Encode(s, []byte(orig))
+	require.NoError(t, err)
+
+	var got map[string]any
+	require.NoError(t, json.Unmarshal(out, &got))
+	assert.Equal(t, []any{1.0, 2.0}, got["futureTopLevel"])
+	assert.Equal(t, map[string]any{"a": 1.0}, got["process"].(map[string]any)["futureProcessField"])
+	mnt := got["mounts"].([]any)[0].(map[string]any)
+	assert.Equal(t, "keep", mnt["futureMountField"])
+	assert.Equal(t, "/y", mnt["source"], "the modification wins")
+	linux := got["linux"].(map[string]any)
+	assert.Equal(t, true, linux["futureLinux"])
+	assert.NotNil(t, linux["uidMappings"])
+}
+
+func TestLoadRefusals(t *testing.T) {
+	dir := t.TempDir()
+	real := write(t, "real.json", minimal, 0o644)
+	link := filepath.Join(dir, "config.json")
+	require.NoError(t, os.Symlink(real, link))
+	_, err := Load(link)
+	require.ErrorContains(t, err, "symlink")
+
+	_, err = Load(dir)
+	require.ErrorContains(t, err, "not a regular file")
+
+	_, err = Load(filepath.Join(dir, "missing.json"))
+	require.ErrorContains(t, err, "no such file")
+
+	_, err = Load(write(t, "c.json", `{"ociVersion": "1.0.2", "process": {`, 0o644))
+	require.ErrorContains(t, err, "not valid JSON")
+
+	_, err = Load(write(t, "c.json", `[1,2,3]`, 0o644))
+	require.ErrorContains(t, err, "not a valid OCI runtime spec")
+
+	_, err = Load(write(t, "c.json", `{"hello":"world"}`, 0o644))
+	require.ErrorContains(t, err, "no process, root or linux")
+
+	deep := strings.Repeat(`{"a":`, 20000) + "1" + strings.Repeat("}", 20000)
+	_, err = Load(write(t, "c.json", `{"process":`+deep+`}`, 0o644))
+	require.Error(t, err)
+
+	big := write(t, "c.json", "", 0o644)
+	require.NoError(t, os.Truncate(big, MaxSize+10))
+	_, err = Load(big)
+	require.ErrorContains(t, err, "larger than")
+}
+
+func TestCheckHostNamespaces(t *testing.T) {
+	hostPaths := map[string]bool{"/proc/1/ns/net": true, "/proc/1/ns/pid": true, "/proc/1/ns/ipc": true}
+	isHost := func(_ specs.LinuxNamespaceType, p string) (bool, error) { return hostPaths[p], nil }
+	ns := func(list ...specs.LinuxNamespace) *specs.Spec { return &specs.Spec{Linux: &specs.Linux{Namespaces: list}} }
+	net, pid, ipc := specs.LinuxNamespace{Type: specs.NetworkNamespace}, specs.LinuxNamespace{Type: specs.PIDNamespace}, specs.LinuxNamespace{Type: specs.IPCNamespace}
+
+	require.NoError(t, CheckHostNamespaces(ns(net, pid, ipc), isHost))
+	require.NoError(t, CheckHostNamespaces(ns(specs.LinuxNamespace{Type: specs.NetworkNamespace, Path: "/proc/77/ns/net"}, pid, ipc), isHost))
+
+	err := CheckHostNamespaces(ns(pid, ipc), isHost)
+	require.ErrorContains(t, err, `shares the host's network namespace (no "network" entry`)
+	err = CheckHostNamespaces(ns(net, ipc, specs.LinuxNamespace{Type: specs.PIDNamespace, Path: "/proc/1/ns/pid"}), isHost)
+	require.ErrorContains(t, err, "pid namespace path /proc/1/ns/pid is the host's")
+	err = CheckHostNamespaces(&specs.Spec{}, isHost)
+	require.ErrorContains(t, err, "network")
+	require.ErrorContains(t, err, "pid")
+	require.ErrorContains(t, err, "ipc")
+}
+
+func TestPodUID(t *testing.T) {
+	tests := []struct {
+		ann     map[string]string
+		want    string
+		wantErr bool
+	}{
+		{ann: map[string]string{AnnotationPodUID: "6f1b0c1e-1a2b-4c3d-8e9f-001122334455"}, want: "6f1b0c1e-1a2b-4c3d-8e9f-001122334455"},
+		{ann: map[string]string{AnnotationContainerdPodUID: "abc"}, want: "abc"},
+		{ann: map[string]string{AnnotationCRIOLabels: `{"io.kubernetes.pod.uid":"xyz"}`}, want: "xyz"},
+		{ann: map[string]string{AnnotationCRIOLabels: `not json`}, want: ""},
+		{ann: nil, want: ""},
+		{ann: map[string]string{AnnotationPodUID: "../../etc"}, wantErr: true},
+		{ann: map[string]string{AnnotationPodUID: "a/b"}, wantErr: true},
+		{ann: map[string]string{AnnotationPodUID: "a..b"}, wantErr: true},
+	}
+	for _, tc := range tests {
+		got, err := PodUID(tc.ann)
+		if tc.wantErr {
+			assert.Error(t, err, "%v", tc.ann)
+			continue
+		}
+		require.NoError(t, err)
+		assert.Equal(t, tc.want, got)
+	}
+}
+
+func FuzzEncode(f *testing.F) {
+	f.Add([]byte(minimal))
+	f.Add([]byte(`{"process":{"args":["a"]},"x":{"y":[{"z":1}]},"mounts":[{"destination":"/a","k":2}]}`))
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		s, err := Decode(raw)
+		if err != nil {
+			return
+		}
+		m := mapping.Mapping{UIDs: []specs.LinuxIDMapping{{HostID: 65536, Size: 65536}}}
+		m.GIDs = m.UIDs
+		SetUserNamespace(s, m)
+		out, err := Encode(s, raw)
+		if err != nil {
+			t.Fatalf("encode: %v", err)
+		}
+		back, err := Decode(out)
+		if err != nil {
+			t.Fatalf("rewritten document does not decode: %v", err)
+		}
+		if Namespace(back, specs.UserNamespace) == nil || !SpecMapping(back).Equal(m) {
+			t.Fatalf("rewrite lost the user namespace")
+		}
+	})
+}
