@@ -5,7 +5,7 @@
 export PATH := /usr/local/go/bin:$(PATH)
 GO ?= go
 PKG := github.com/userns-shim/userns-shim
-VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+VERSION ?= $(shell git describe --tags 2>/dev/null || echo 0.1.0-dev)
 COMMIT ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -s -w -X $(PKG)/pkg/shim.Version=$(VERSION) -X $(PKG)/pkg/shim.Commit=$(COMMIT)
 BIN := bin/userns-shim

@@ -667,13 +667,20 @@ func TestLifecycleRunForeground(t *testing.T) {
 		}
 		lcRequireUserNamespace(t, b, want)
 
-		// A foreground run removes the container when its process exits, so
-		// there is nothing left for a plain delete; delete --force is what a
-		// client uses to make sure, and it must clear the shim's record too.
+		// A foreground run removes the container when its process exits, and
+		// the shim's record goes with it.
 		if st := lcShim(e, "state", id); st.Code == 0 {
 			t.Errorf("state %s after run: exit 0, want the container gone\n%s", id, st.Stdout)
 		}
-		lcMustShim(e, "delete", "--force", id)
 		lcRequireNoRecord(t, e, id)
+
+		// A run that fails leaves no record either.
+		b.Spec.Process.Args = []string{"/nonexistent"}
+		b.Save(t)
+		if r := lcShim(e, "run", "--bundle", b.Dir, id+"-fail"); r.Code == 0 {
+			t.Errorf("run of /nonexistent: exit 0")
+		}
+		lcShim(e, "delete", "--force", id+"-fail")
+		lcRequireNoRecord(t, e, id+"-fail")
 	})
 }

@@ -42,6 +42,17 @@ type Invocation struct {
 	ConfigFile    string // crun's --config/-f; "" means config.json
 	PidFile       string
 	ConsoleSocket string
+	Detach        bool // run -d: the runtime returns once the container started
+	Keep          bool // run --keep: the container is not deleted when it exits
+}
+
+// GlobalArgs returns the tokens before the subcommand, to reuse for another
+// call to the runtime with the same --root, --log and so on.
+func (inv *Invocation) GlobalArgs() []string {
+	if inv.Command == "" {
+		return inv.Args
+	}
+	return inv.Args[:len(inv.Args)-len(inv.CommandArgs)-1]
 }
 
 // Rewrites reports whether the invocation is one whose bundle the shim rewrites.
@@ -222,6 +233,10 @@ func parseCreate(inv *Invocation) error {
 			inv.ConsoleSocket = value
 		case "help", "h":
 			inv.Global.Help = true
+		case "detach", "d":
+			inv.Detach = !hasValue || value == "true"
+		case "keep":
+			inv.Keep = !hasValue || value == "true"
 		}
 	}
 	if inv.Global.Help {

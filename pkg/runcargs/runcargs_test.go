@@ -45,7 +45,8 @@ func TestParse(t *testing.T) {
 		{"crun -bPATH", "create -b/b x", Invocation{Command: "create", ContainerID: "x", Bundle: "/b"}},
 		{"single dash long", "create -bundle /b x", Invocation{Command: "create", ContainerID: "x", Bundle: "/b"}},
 		{"crun --config", "create --config other.json -f=/c.json x", Invocation{Command: "create", ContainerID: "x", ConfigFile: "/c.json"}},
-		{"run detached", "run -d --keep --no-pivot --preserve-fds 2 x", Invocation{Command: "run", ContainerID: "x"}},
+		{"run detached", "run -d --keep --no-pivot --preserve-fds 2 x", Invocation{Command: "run", ContainerID: "x", Detach: true, Keep: true}},
+		{"run detach=false", "run --detach=false x", Invocation{Command: "run", ContainerID: "x"}},
 		{"new flag with equals", "create --future-flag=1 x", Invocation{Command: "create", ContainerID: "x"}},
 		{"double dash before id", "create --bundle /b -- x", Invocation{Command: "create", ContainerID: "x", Bundle: "/b"}},
 		{"create help", "create --help", Invocation{Global: Global{Help: true}, Command: "create"}},
@@ -107,6 +108,15 @@ func TestParseErrors(t *testing.T) {
 			assert.NotNil(t, inv, "globals must survive an error so it can be logged")
 		})
 	}
+}
+
+func TestGlobalArgs(t *testing.T) {
+	inv, err := Parse(strings.Fields("--root /r --log=/l delete --force x"))
+	require.NoError(t, err)
+	assert.Equal(t, []string{"--root", "/r", "--log=/l"}, inv.GlobalArgs())
+	inv, err = Parse([]string{"--version"})
+	require.NoError(t, err)
+	assert.Equal(t, []string{"--version"}, inv.GlobalArgs())
 }
 
 func TestParseKeepsGlobalsOnError(t *testing.T) {

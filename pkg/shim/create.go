@@ -69,14 +69,13 @@ func (s *Shim) create() (int, error) {
 			return 0, errors.Join(err, s.State.Remove(rec.ID))
 		}
 	}
-	if s.Inv.Command == "run" {
-		return 0, runtime.Exec(s.RuntimePath, s.Inv.Args)
-	}
 	code, err := runtime.Run(s.RuntimePath, s.Inv.Args)
-	if err != nil || code != 0 {
-		// The container does not exist: its record goes.
+	// The container no longer exists after a failed create or run, or after
+	// a foreground run without --keep returned: its record goes.
+	gone := err != nil || code != 0 || (s.Inv.Command == "run" && !s.Inv.Detach && !s.Inv.Keep)
+	if gone {
 		if rerr := s.State.Remove(rec.ID); rerr != nil {
-			log.WithError(rerr).Warn("remove record after failed create")
+			log.WithError(rerr).Warn("remove record")
 		}
 	}
 	return code, err

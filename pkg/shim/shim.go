@@ -76,13 +76,8 @@ func passesThrough(inv *runcargs.Invocation, cfg config.Config) bool {
 // hasRecord reports whether the container a delete names has a shim record
 // to remove. The container ID is the last token that is not a flag.
 func hasRecord(inv *runcargs.Invocation, cfg config.Config) bool {
-	for i := len(inv.CommandArgs) - 1; i >= 0; i-- {
-		a := inv.CommandArgs[i]
-		if len(a) > 0 && a[0] != '-' {
-			return runcargs.ValidateContainerID(a) == nil && state.Dir(cfg.StateDir).Has(a)
-		}
-	}
-	return false
+	id := containerArg(inv.CommandArgs)
+	return runcargs.ValidateContainerID(id) == nil && state.Dir(cfg.StateDir).Has(id)
 }
 
 // Shim is one invocation that needs the shim's own work.
@@ -145,19 +140,37 @@ func (s *Shim) features() (int, error) {
 	return 0, err
 }
 
-// delete passes the delete to the runtime and, once it succeeded, removes the
-// shim's record of the container.
+// delete passes the delete to the runtime and removes the shim's record of
+// the container once the runtime no longer knows it: after a successful
+// delete, or a failed one for a container the runtime has no state of (a
+// foreground run --keep that exited, a create that died half-way).
 func (s *Shim) delete() (int, error) {
+	id := containerArg(s.Inv.CommandArgs)
 	code, err := runtime.Run(s.RuntimePath, s.Inv.Args)
-	if err != nil || code != 0 {
+	if err != nil {
 		return code, err
 	}
-	for i := len(s.Inv.CommandArgs) - 1; i >= 0; i-- {
-		if a := s.Inv.CommandArgs[i]; a != "" && a[0] != '-' {
-			return 0, s.State.Remove(a)
+	if code != 0 {
+		stateArgs := append(append([]string{}, s.Inv.GlobalArgs()...), "state", id)
+		if _, serr := runtime.Output(s.RuntimePath, stateArgs...); serr == nil {
+			return code, nil // it still exists: keep its record
 		}
 	}
-	return 0, nil
+	if rerr := s.State.Remove(id); rerr != nil {
+		s.Log.WithError(rerr).Warn("remove record")
+	}
+	return code, nil
+}
+
+// containerArg is the container ID of a delete: its last token that is not a
+// flag.
+func containerArg(args []string) string {
+	for i := len(args) - 1; i >= 0; i-- {
+		if a := args[i]; a != "" && a[0] != '-' {
+			return a
+		}
+	}
+	return ""
 }
 
 // verb runs the shim's own subcommands: `userns-shim shim VERB`.
