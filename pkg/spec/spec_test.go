@@ -117,7 +117,9 @@ func TestLoadRefusals(t *testing.T) {
 func TestCheckHostNamespaces(t *testing.T) {
 	hostPaths := map[string]bool{"/proc/1/ns/net": true, "/proc/1/ns/pid": true, "/proc/1/ns/ipc": true}
 	isHost := func(_ specs.LinuxNamespaceType, p string) (bool, error) { return hostPaths[p], nil }
-	ns := func(list ...specs.LinuxNamespace) *specs.Spec { return &specs.Spec{Linux: &specs.Linux{Namespaces: list}} }
+	ns := func(list ...specs.LinuxNamespace) *specs.Spec {
+		return &specs.Spec{Linux: &specs.Linux{Namespaces: list}}
+	}
 	net, pid, ipc := specs.LinuxNamespace{Type: specs.NetworkNamespace}, specs.LinuxNamespace{Type: specs.PIDNamespace}, specs.LinuxNamespace{Type: specs.IPCNamespace}
 
 	require.NoError(t, CheckHostNamespaces(ns(net, pid, ipc), isHost))
