@@ -10,12 +10,12 @@ COMMIT ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -s -w -X $(PKG)/pkg/shim.Version=$(VERSION) -X $(PKG)/pkg/shim.Commit=$(COMMIT)
 BIN := bin/userns-shim
 
-.PHONY: all build deps demo test unit integration bench fuzz clean install
+.PHONY: all build deps demo test unit integration bench fuzz clean install image
 
 all: build
 
 build:
-	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/userns-shim
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/userns-shim
 
 deps:
 	@hack/install-deps.sh
@@ -48,3 +48,6 @@ install: build
 
 clean:
 	rm -rf bin .cache
+
+image: build
+	podman build -t userns-shim:$(VERSION) .

@@ -1,0 +1,44 @@
+package nsexec
+
+import (
+	"os"
+	"os/exec"
+	"strconv"
+	"testing"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestIsHostNamespace(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: reads /proc/1/ns")
+	}
+	host, err := IsHostNamespace(specs.NetworkNamespace, "/proc/1/ns/net")
+	require.NoError(t, err)
+	assert.True(t, host)
+	host, err = IsHostNamespace(specs.NetworkNamespace, "/proc/self/ns/net")
+	require.NoError(t, err)
+	assert.True(t, host, "the test runs in the host's network namespace")
+
+	// A process in its own network namespace is not the host's.
+	cmd := exec.Command("unshare", "--net", "sleep", "10")
+	require.NoError(t, cmd.Start())
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	path := "/proc/" + strconv.Itoa(cmd.Process.Pid) + "/ns/net"
+	require.Eventually(t, func() bool {
+		h, err := IsHostNamespace(specs.NetworkNamespace, path)
+		return err == nil && !h
+	}, 5e9, 1e7)
+
+	_, err = IsHostNamespace(specs.NetworkNamespace, "/nonexistent")
+	require.ErrorContains(t, err, "/nonexistent")
+}
+
+func TestProcOfUserNS(t *testing.T) {
+	assert.Equal(t, "/proc/42", ProcOfUserNS("/proc/42/ns/user"))
+	assert.Equal(t, "", ProcOfUserNS("/run/userns-shim/pins/x"))
+	assert.Equal(t, "", ProcOfUserNS("/proc/42/ns/net"))
+	assert.Equal(t, "", ProcOfUserNS("/proc/../1/ns/user"))
+}
