@@ -4,6 +4,7 @@
 package nsexec
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"regexp"
@@ -19,22 +20,34 @@ var procNames = map[specs.LinuxNamespaceType]string{
 	specs.CgroupNamespace: "cgroup", specs.TimeNamespace: "time",
 }
 
-// IsHostNamespace reports whether path names the same namespace of type t as
-// the host's init process (/proc/1/ns/<t>).
+// IsHostNamespace reports whether path names the host's namespace of type t:
+// the one of the host's init process (/proc/1/ns/<t>) or the one the shim
+// itself runs in (/proc/self/ns/<t>), which is the node's as far as the pod
+// is concerned even when the node is itself a container. /proc/1/ns may be
+// unreadable (an init that even root may not inspect); the shim's own
+// namespace is always checked.
 func IsHostNamespace(t specs.LinuxNamespaceType, path string) (bool, error) {
 	name, ok := procNames[t]
 	if !ok {
 		return false, fmt.Errorf("unknown namespace type %q", t)
 	}
-	var host, st unix.Stat_t
-	hostPath := "/proc/1/ns/" + name
-	if err := unix.Stat(hostPath, &host); err != nil {
-		return false, &os.PathError{Op: "stat", Path: hostPath, Err: err}
-	}
+	var st unix.Stat_t
 	if err := unix.Stat(path, &st); err != nil {
 		return false, &os.PathError{Op: "stat", Path: path, Err: err}
 	}
-	return host.Dev == st.Dev && host.Ino == st.Ino, nil
+	for _, ref := range []string{"/proc/self/ns/" + name, "/proc/1/ns/" + name} {
+		var host unix.Stat_t
+		if err := unix.Stat(ref, &host); err != nil {
+			if ref == "/proc/self/ns/"+name || !(errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM)) {
+				return false, &os.PathError{Op: "stat", Path: ref, Err: err}
+			}
+			continue
+		}
+		if host.Dev == st.Dev && host.Ino == st.Ino {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 var procUserNS = regexp.MustCompile(`^/proc/([0-9]+)/ns/user$`)

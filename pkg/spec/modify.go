@@ -47,7 +47,7 @@ func SetUserNamespace(s *specs.Spec, m mapping.Mapping) {
 }
 
 // HostNamespaceChecker tells whether a namespace path refers to the host's
-// own namespace of that type (the one /proc/1/ns/<type> names).
+// own namespace of that type (see nsexec.IsHostNamespace).
 type HostNamespaceChecker func(t specs.LinuxNamespaceType, path string) (bool, error)
 
 // isolated are the namespaces a user-namespaced container must not share with
