@@ -35,7 +35,7 @@ integration: build
 	$(GO) test -count=1 -timeout 60m -v ./integration/
 
 bench: deps
-	$(GO) run ./hack/bench
+	$(GO) run ./hack/bench $(BENCH_FLAGS)
 
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzParse$$ -fuzztime 60s ./pkg/runcargs/

@@ -7,10 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"regexp"
+	"strings"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
+
+	"github.com/userns-shim/userns-shim/pkg/fsutil"
 )
 
 // procNames maps spec namespace types to their /proc/<pid>/ns/ names.
@@ -50,14 +52,16 @@ func IsHostNamespace(t specs.LinuxNamespaceType, path string) (bool, error) {
 	return false, nil
 }
 
-var procUserNS = regexp.MustCompile(`^/proc/([0-9]+)/ns/user$`)
-
 // ProcOfUserNS returns the /proc/<pid> directory of a /proc/<pid>/ns/user
 // path, or "" when path names a user namespace some other way (a pin).
 func ProcOfUserNS(path string) string {
-	m := procUserNS.FindStringSubmatch(path)
-	if m == nil {
+	rest, ok := strings.CutPrefix(path, "/proc/")
+	if !ok {
 		return ""
 	}
-	return "/proc/" + m[1]
+	pid, ok := strings.CutSuffix(rest, "/ns/user")
+	if !ok || !fsutil.IsName(pid, 10, "") || strings.Trim(pid, "0123456789") != "" {
+		return ""
+	}
+	return "/proc/" + pid
 }

@@ -6,8 +6,9 @@ package runcargs
 import (
 	"errors"
 	"fmt"
-	"regexp"
 	"strings"
+
+	"github.com/userns-shim/userns-shim/pkg/fsutil"
 )
 
 // Command names the shim treats specially. Everything else passes through.
@@ -256,16 +257,15 @@ func parseCreate(inv *Invocation) error {
 	return nil
 }
 
-// runc's own rule for container IDs; it also keeps IDs usable as file names.
-var idPattern = regexp.MustCompile(`^[\w+\-.]+$`)
-
 // ValidateContainerID refuses IDs that are empty, contain path separators or
 // are "." or "..": the shim uses IDs as file names in its state dir.
 func ValidateContainerID(id string) error {
 	if id == "" {
 		return usageErr("container id cannot be empty")
 	}
-	if id == "." || id == ".." || !idPattern.MatchString(id) || len(id) > 1024 {
+	// runc's own rule for container IDs ([\w+-.]+); it also keeps IDs usable
+	// as file names.
+	if !fsutil.IsName(id, 1024, "_+-.") {
 		return usageErr("invalid container id %q: use letters, digits and + - . _ only", id)
 	}
 	return nil

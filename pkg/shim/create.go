@@ -111,8 +111,11 @@ func (s *Shim) configPath() (bundle, cfgPath string, err error) {
 // shim's annotations, or a pod UID that could lead to a kubelet record. A
 // JSON escape (\u) could hide any of these, so it also takes the full path.
 func mayCarryMapping(raw []byte) bool {
+	if hasUserValue(raw) {
+		return true
+	}
 	for _, k := range [][]byte{
-		[]byte(`"user"`), []byte("Mappings"), []byte("userns-shim.io/"), []byte(`\u`),
+		[]byte("Mappings"), []byte("userns-shim.io/"), []byte(`\u`),
 		[]byte(spec.AnnotationPodUID), []byte(spec.AnnotationContainerdPodUID),
 	} {
 		if bytes.Contains(raw, k) {
@@ -249,4 +252,21 @@ func validate(sp *specs.Spec, d Decision, cfg config.Config, src Sources) error 
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+// hasUserValue reports whether "user" occurs as a JSON value (a namespace
+// type), not only as a key such as process.user, which every spec has.
+func hasUserValue(raw []byte) bool {
+	k := []byte(`"user"`)
+	for i := 0; ; {
+		j := bytes.Index(raw[i:], k)
+		if j < 0 {
+			return false
+		}
+		i += j + len(k)
+		rest := bytes.TrimLeft(raw[i:], " \t\r\n")
+		if len(rest) == 0 || rest[0] != ':' {
+			return true
+		}
+	}
 }

@@ -163,7 +163,8 @@ func TestDecide(t *testing.T) {
 }
 
 func TestMayCarryMapping(t *testing.T) {
-	assert.False(t, mayCarryMapping([]byte(`{"process":{"args":["true"]},"linux":{"namespaces":[{"type":"pid"}]}}`)))
+	assert.False(t, mayCarryMapping([]byte(`{"process":{"user":{"uid":0},"args":["true"]},"linux":{"namespaces":[{"type":"pid"}]}}`)))
+	assert.False(t, mayCarryMapping([]byte(`{"process":{"user" : {"uid":0}}}`)), "process.user is a key, not a namespace")
 	for _, s := range []string{
 		`{"linux":{"namespaces":[{"type":"user"}]}}`,
 		`{"linux":{"namespaces":[{"type": "user"}]}}`,

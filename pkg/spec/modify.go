@@ -3,12 +3,12 @@ package spec
 import (
 	"encoding/json"
 	"fmt"
-	"regexp"
 	"slices"
 	"strings"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
+	"github.com/userns-shim/userns-shim/pkg/fsutil"
 	"github.com/userns-shim/userns-shim/pkg/mapping"
 )
 
@@ -87,8 +87,6 @@ const (
 	AnnotationCRIOLabels       = "io.kubernetes.cri-o.Labels"
 )
 
-var podUIDPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$`)
-
 // PodUID returns the Kubernetes pod UID the bundle names, or "". A value that
 // could not be a UID (path separators, "..") is an error, since the UID is
 // used as a directory name under the kubelet's root.
@@ -106,7 +104,7 @@ func PodUID(ann map[string]string) (string, error) {
 	if uid == "" {
 		return "", nil
 	}
-	if !podUIDPattern.MatchString(uid) || strings.Contains(uid, "..") {
+	if !fsutil.IsName(uid, 128, "_.-") || uid[0] == '.' || strings.Contains(uid, "..") {
 		return "", fmt.Errorf("pod UID %q is not a valid UID", uid)
 	}
 	return uid, nil
