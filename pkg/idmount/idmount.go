@@ -23,15 +23,30 @@ const opSetattr = "mount_setattr MOUNT_ATTR_IDMAP"
 // copy is visible nowhere until Attach; closing the fd without attaching it
 // dissolves it. The result's Name() is src, for later error messages.
 func Clone(src string, userns *os.File, recursive bool) (_ *os.File, retErr error) {
-	flags := uint(unix.OPEN_TREE_CLONE | unix.OPEN_TREE_CLOEXEC)
+	// The source is opened without following a final symlink and checked,
+	// then that very object is cloned: a source swapped for a symlink after
+	// the caller looked at it fails here instead of leading elsewhere.
+	pathFd, err := unix.Open(src, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: src, Err: err}
+	}
+	defer unix.Close(pathFd)
+	var st unix.Stat_t
+	if err := unix.Fstat(pathFd, &st); err != nil {
+		return nil, &os.PathError{Op: "fstat", Path: src, Err: err}
+	}
+	if st.Mode&unix.S_IFMT == unix.S_IFLNK {
+		return nil, withHint(&os.PathError{Op: "open_tree", Path: src, Err: unix.ELOOP}, "a mount source must not be a symlink")
+	}
+	flags := uint(unix.OPEN_TREE_CLONE | unix.OPEN_TREE_CLOEXEC | unix.AT_EMPTY_PATH)
 	setFlags := uint(unix.AT_EMPTY_PATH)
 	if recursive {
 		flags |= unix.AT_RECURSIVE
 		setFlags |= unix.AT_RECURSIVE
 	}
 	var fd int
-	err := ignoringEINTR(func() (err error) {
-		fd, err = unix.OpenTree(unix.AT_FDCWD, src, flags)
+	err = ignoringEINTR(func() (err error) {
+		fd, err = unix.OpenTree(pathFd, "", flags)
 		return err
 	})
 	if err != nil {
@@ -51,6 +66,14 @@ func Clone(src string, userns *os.File, recursive bool) (_ *os.File, retErr erro
 		return nil, withHint(&os.PathError{Op: opSetattr, Path: src, Err: err}, setattrHint(err))
 	}
 	return tree, nil
+}
+
+// IsUnsupported reports whether err from Clone means that the filesystem
+// (or mount) at the source cannot be ID-mapped, as opposed to the source
+// being unreachable.
+func IsUnsupported(err error) bool {
+	var pe *os.PathError
+	return errors.As(err, &pe) && pe.Op == opSetattr
 }
 
 // Attach mounts a tree made by Clone on target. The caller still closes tree;
@@ -203,12 +226,11 @@ func (p *Prober) Supports(path string) (Support, error) {
 	p.probes++
 	s := Support{FSType: FSTypeName(int64(sfs.Type)), Dev: dev}
 	tree, err := Clone(path, ns, false)
-	var pe *os.PathError
 	switch {
 	case err == nil:
 		tree.Close() // never attached: closing dissolves it
 		s.OK = true
-	case errors.As(err, &pe) && pe.Op == opSetattr:
+	case IsUnsupported(err):
 		s.Err = err
 		if info, err := MountInfoOf(path); err == nil {
 			s.FSType = info.FSType

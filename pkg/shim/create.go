@@ -60,16 +60,22 @@ func (s *Shim) create() (int, error) {
 		ID: s.Inv.ContainerID, Bundle: bundle, Root: s.Inv.Global.Root, Runtime: s.RuntimePath,
 		PodUID: d.PodUID, Source: d.Source, Mapping: d.Mapping, Created: time.Now().UTC(),
 	}
-	if err := s.State.Save(rec); err != nil {
-		return 0, err
+	users := &nsexec.UserNSCache{}
+	defer users.Close()
+	st := &Staging{dir: s.stagingDir(s.Inv.ContainerID)}
+	if rec.Mounts, err = s.idmapMounts(f.Spec, d, users, st); err != nil {
+		return 0, fmt.Errorf("container %s: %w", s.Inv.ContainerID, err)
 	}
-	if d.Source != mapping.SourceSpec {
+	if err := s.State.Save(rec); err != nil {
+		return 0, errors.Join(err, st.Release())
+	}
+	if d.Source != mapping.SourceSpec || changedMounts(rec.Mounts) {
 		spec.SetUserNamespace(f.Spec, d.Mapping)
 		if err := f.Save(f.Spec); err != nil {
-			return 0, errors.Join(err, s.State.Remove(rec.ID))
+			return 0, errors.Join(err, st.Release(), s.State.Remove(rec.ID))
 		}
 	}
-	code, err := runtime.Run(s.RuntimePath, s.Inv.Args)
+	code, err := s.handOver(st)
 	// The container no longer exists after a failed create or run, or after
 	// a foreground run without --keep returned: its record goes.
 	gone := err != nil || code != 0 || (s.Inv.Command == "run" && !s.Inv.Detach && !s.Inv.Keep)
@@ -79,6 +85,70 @@ func (s *Shim) create() (int, error) {
 		}
 	}
 	return code, err
+}
+
+// changedMounts reports whether the shim changed any mount of the spec.
+func changedMounts(recs []state.MountRecord) bool {
+	for _, r := range recs {
+		if r.Treatment != TreatSkipped {
+			return true
+		}
+	}
+	return false
+}
+
+// handOver runs the runtime's create or run and detaches the staging mounts
+// as soon as the container exists: when create returns, or, for a run, once
+// the runtime reports the container (its process may run for long).
+func (s *Shim) handOver(st *Staging) (int, error) {
+	if len(st.targets) == 0 {
+		return runtime.Run(s.RuntimePath, s.Inv.Args)
+	}
+	var stop chan struct{}
+	done := make(chan struct{})
+	if s.Inv.Command == "run" {
+		stop = make(chan struct{})
+		go func() {
+			defer close(done)
+			s.waitCreated(stop)
+			s.release(st)
+		}()
+	} else {
+		close(done)
+	}
+	code, err := runtime.Run(s.RuntimePath, s.Inv.Args)
+	if stop != nil {
+		close(stop)
+	}
+	<-done
+	s.release(st)
+	return code, err
+}
+
+func (s *Shim) release(st *Staging) {
+	if err := st.Release(); err != nil {
+		s.Log.WithError(err).Error("detach staging mounts")
+	}
+}
+
+// waitCreated polls the runtime's state of the container until it exists
+// past "creating", or stop closes.
+func (s *Shim) waitCreated(stop <-chan struct{}) {
+	args := append(append([]string{}, s.Inv.GlobalArgs()...), "state", s.Inv.ContainerID)
+	delay := time.Millisecond
+	for {
+		if out, err := runtime.Output(s.RuntimePath, args...); err == nil && !bytes.Contains(out, []byte(`"creating"`)) {
+			return
+		}
+		select {
+		case <-stop:
+			return
+		case <-time.After(delay):
+		}
+		if delay < 50*time.Millisecond {
+			delay *= 2
+		}
+	}
 }
 
 // configPath returns the bundle and the config.json the runtime will read,

@@ -25,6 +25,26 @@ type Record struct {
 	Source  mapping.Source  `json:"source"`
 	Mapping mapping.Mapping `json:"mapping"`
 	Created time.Time       `json:"created"`
+	Rootfs  *RootfsRecord   `json:"rootfs,omitempty"`
+	Mounts  []MountRecord   `json:"mounts,omitempty"`
+}
+
+// MountRecord is what the shim did to one mount of the spec, and why.
+type MountRecord struct {
+	Destination string           `json:"destination"`
+	Source      string           `json:"source"`
+	Treatment   string           `json:"treatment"`
+	Reason      string           `json:"reason,omitempty"`
+	Staging     string           `json:"staging,omitempty"` // the ID-mapped copy the runtime mounted
+	Mapping     *mapping.Mapping `json:"mapping,omitempty"`
+}
+
+// RootfsRecord is what the shim did to the rootfs.
+type RootfsRecord struct {
+	Path      string `json:"path"`
+	Kind      string `json:"kind"`
+	Treatment string `json:"treatment"`
+	Reason    string `json:"reason,omitempty"`
 }
 
 // Dir is a state directory.

@@ -1,0 +1,185 @@
+package shim
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+
+	"github.com/userns-shim/userns-shim/pkg/config"
+	"github.com/userns-shim/userns-shim/pkg/idmount"
+	"github.com/userns-shim/userns-shim/pkg/mapping"
+	"github.com/userns-shim/userns-shim/pkg/nsexec"
+	"github.com/userns-shim/userns-shim/pkg/spec"
+	"github.com/userns-shim/userns-shim/pkg/state"
+)
+
+// Mount treatments recorded for `shim inspect`.
+const (
+	TreatShim        = "idmapped by the shim"
+	TreatRuntime     = "idmap requested from the runtime"
+	TreatSkipped     = "left alone"
+	TreatUnsupported = "left unmapped: filesystem without ID-mapped mount support"
+)
+
+// Staging holds the host mounts the shim made for one create. They exist
+// only until the runtime's create returns: Release detaches them.
+type Staging struct {
+	dir     string
+	targets []string
+}
+
+// stagingDir is where the ID-mapped copies of container id's mounts wait for
+// the runtime. Every directory on the way is 0711: a runtime that mounts
+// from inside the user namespace (crun; runc for the rootfs) must be able to
+// traverse it as the container's mapped root.
+func (s *Shim) stagingDir(id string) string {
+	return filepath.Join(s.Cfg.StateDir, "staging", id)
+}
+
+func (st *Staging) newTarget(dir bool) (string, error) {
+	if len(st.targets) == 0 {
+		for _, d := range []string{filepath.Dir(filepath.Dir(st.dir)), filepath.Dir(st.dir), st.dir} {
+			if err := os.Mkdir(d, 0o711); err != nil && !errors.Is(err, fs.ErrExist) {
+				return "", err
+			}
+			if err := os.Chmod(d, 0o711); err != nil {
+				return "", err
+			}
+		}
+	}
+	p := filepath.Join(st.dir, strconv.Itoa(len(st.targets)))
+	var err error
+	if dir {
+		err = os.Mkdir(p, 0o711)
+	} else {
+		err = os.WriteFile(p, nil, 0o400)
+	}
+	if err != nil {
+		return "", fmt.Errorf("staging target: %w", err)
+	}
+	st.targets = append(st.targets, p)
+	return p, nil
+}
+
+// Release detaches every staging mount and removes the staging directory.
+// It keeps going after an error and reports them all.
+func (st *Staging) Release() error {
+	if st == nil {
+		return nil
+	}
+	var errs []error
+	for _, t := range st.targets {
+		if err := idmount.Detach(t); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, fs.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	if err := os.RemoveAll(st.dir); err != nil {
+		errs = append(errs, err)
+	}
+	st.targets = nil
+	return errors.Join(errs...)
+}
+
+// idmapMounts gives every host-backed mount of the spec an ID mapping, as the
+// idmap key says, and returns what it did to each. On error every staging
+// mount made so far is gone.
+func (s *Shim) idmapMounts(sp *specs.Spec, d Decision, users *nsexec.UserNSCache, st *Staging) (recs []state.MountRecord, err error) {
+	defer func() {
+		if err != nil {
+			err = errors.Join(err, st.Release())
+		}
+	}()
+	for _, c := range spec.ChooseMounts(sp, d.Mapping) {
+		m := &sp.Mounts[c.Index]
+		rec := state.MountRecord{Destination: m.Destination, Source: m.Source}
+		if c.Skip == "" {
+			c.Skip, err = s.idmapMount(m, c.Mapping, users, st, &rec)
+			if err != nil {
+				return nil, err
+			}
+		}
+		if c.Skip != "" {
+			rec.Treatment, rec.Reason = TreatSkipped, c.Skip
+		}
+		recs = append(recs, rec)
+	}
+	return recs, nil
+}
+
+// idmapMount maps one host-backed mount. skip is a reason to leave it alone
+// that is not an error.
+func (s *Shim) idmapMount(m *specs.Mount, mp mapping.Mapping, users *nsexec.UserNSCache, st *Staging, rec *state.MountRecord) (skip string, err error) {
+	var fi unix.Stat_t
+	if err := unix.Lstat(m.Source, &fi); err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			return "source does not exist (the runtime decides)", nil
+		}
+		return "", fmt.Errorf("mount %s: %w", m.Destination, &os.PathError{Op: "lstat", Path: m.Source, Err: err})
+	}
+	switch fi.Mode & unix.S_IFMT {
+	case unix.S_IFCHR, unix.S_IFBLK:
+		return "device node", nil
+	case unix.S_IFLNK:
+		return "", fmt.Errorf("mount %s: source %s is a symlink: the shim will not ID-map a path that may lead elsewhere; bind the real path", m.Destination, m.Source)
+	case unix.S_IFDIR, unix.S_IFREG:
+	default:
+		return "neither a directory nor a regular file", nil
+	}
+	if s.Cfg.IDMap == config.IDMapRuntime {
+		spec.RequestRuntimeIDMap(m, mp)
+		rec.Treatment = TreatRuntime
+		rec.Mapping = &mp
+		return "", nil
+	}
+	ns, err := users.Get(mp)
+	if err != nil {
+		return "", err
+	}
+	tree, err := idmount.Clone(m.Source, ns, spec.IsRecursiveBind(*m))
+	if idmount.IsUnsupported(err) {
+		return "", s.unsupported(m, rec, err)
+	}
+	if err != nil {
+		return "", fmt.Errorf("mount %s: %w", m.Destination, err)
+	}
+	defer tree.Close()
+	target, err := st.newTarget(fi.Mode&unix.S_IFMT == unix.S_IFDIR)
+	if err != nil {
+		return "", err
+	}
+	if err := idmount.Attach(tree, target); err != nil {
+		return "", fmt.Errorf("mount %s: %w", m.Destination, err)
+	}
+	spec.StripIDMap(m)
+	m.Source = target
+	rec.Treatment, rec.Staging, rec.Mapping = TreatShim, target, &mp
+	return "", nil
+}
+
+// unsupported handles a mount whose filesystem cannot be ID-mapped, as
+// on_unsupported_fs says: a refusal that names the volume, or a warning and
+// the mount left unmapped.
+func (s *Shim) unsupported(m *specs.Mount, rec *state.MountRecord, cause error) error {
+	fstype := "unknown"
+	if info, err := idmount.MountInfoOf(m.Source); err == nil {
+		fstype = info.FSType
+	}
+	what := fmt.Sprintf("mount %s (host source %s, filesystem %s)", m.Destination, m.Source, fstype)
+	if plugin, name, ok := spec.KubeletVolume(s.Cfg.KubeletRoot, m.Source); ok {
+		what = fmt.Sprintf("volume %q (%s) at %s (host source %s, filesystem %s)", name, plugin, m.Destination, m.Source, fstype)
+	}
+	if s.Cfg.OnUnsupportedFS == config.UnsupportedFail {
+		return fmt.Errorf("%s does not support ID-mapped mounts: %v; move the volume to a filesystem that does (ext4, xfs, btrfs, tmpfs on Linux >= 6.3), list its path in the %s annotation, or set on_unsupported_fs = \"warn\"",
+			what, cause, mapping.AnnotationNoIDMap)
+	}
+	s.Log.Warnf("%s does not support ID-mapped mounts; leaving it unmapped (on_unsupported_fs = \"warn\"): files there show as the overflow ID 65534 unless they are owned by the pod's host range", what)
+	spec.StripIDMap(m)
+	rec.Treatment, rec.Reason = TreatUnsupported, fstype
+	return nil
+}
