@@ -7,9 +7,13 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 
 	"github.com/userns-shim/userns-shim/pkg/config"
+	"github.com/userns-shim/userns-shim/pkg/idmount"
 	"github.com/userns-shim/userns-shim/pkg/logging"
+	"github.com/userns-shim/userns-shim/pkg/mapping"
+	"github.com/userns-shim/userns-shim/pkg/nsexec"
 	"github.com/userns-shim/userns-shim/pkg/runcargs"
 	"github.com/userns-shim/userns-shim/pkg/runtime"
 	"github.com/userns-shim/userns-shim/pkg/state"
@@ -130,9 +134,7 @@ func (s *Shim) features() (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	// The shim makes no ID-mapped mounts itself yet, so idmap is only what
-	// the real runtime claims for itself.
-	doc, err := runtime.Features(s.RuntimePath, inf, false)
+	doc, err := runtime.Features(s.RuntimePath, inf, s.makesIDMaps())
 	if err != nil {
 		return 0, err
 	}
@@ -191,4 +193,35 @@ func (s *Shim) verb() (int, error) {
 		return 0, err
 	}
 	return 0, fmt.Errorf("usage: userns-shim shim inspect CONTAINER-ID")
+}
+
+// makesIDMaps reports whether the shim makes ID-mapped mounts on this node:
+// it is configured to, and they really work on the filesystems of the
+// state dir (a tmpfs, like secret and token volumes) and the kubelet's
+// root (emptyDir and hostPath volumes), as a probe shows.
+func (s *Shim) makesIDMaps() bool {
+	if s.Cfg.IDMap == config.IDMapRuntime {
+		return false
+	}
+	users := &nsexec.UserNSCache{}
+	defer users.Close()
+	p := idmount.NewProber(users, mapping.Mapping{})
+	for _, dir := range []string{s.Cfg.StateDir, s.Cfg.KubeletRoot} {
+		sup, err := p.Supports(existingAncestor(dir))
+		if err != nil || !sup.OK {
+			s.Log.WithError(err).WithField("dir", dir).Debug("ID-mapped mounts not supported")
+			return false
+		}
+	}
+	return true
+}
+
+// existingAncestor returns dir or its nearest existing parent.
+func existingAncestor(dir string) string {
+	for {
+		if _, err := os.Stat(dir); err == nil || dir == "/" {
+			return dir
+		}
+		dir = filepath.Dir(dir)
+	}
 }
