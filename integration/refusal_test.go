@@ -4,14 +4,18 @@ package integration
 // `create` fail the way the contract says (design.md, "Contract", Errors):
 // a non-zero exit, exactly one `userns-shim: ` line on stderr, the same
 // message as a runc-format JSON error line appended to the --log file,
-// config.json byte-identical, no record in state_dir and no temporary file
-// in the bundle. The real runtime is never reached, so one runtime is enough.
+// config.json byte-identical, no file in state_dir, no mount left under the
+// state dir or the bundle, no temporary file in the bundle, and no container
+// in the real runtime. The runtime is never reached, so runc alone is enough.
+// Bundle and command-line errors run under mode passthrough (the default)
+// and again under mode require.
 //
 // TestRelaxedRules checks the other direction on every runtime: a cluster
 // that relaxes [validation] gets a mapping the defaults refuse.
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -51,6 +55,10 @@ type rfCase struct {
 	argv func(c rfCtx) []string
 	// want is a substring of the stderr line specific to the rule.
 	want string
+	// bothModes runs the case under the default mode (passthrough) and
+	// again under mode = "require": a bundle error must be refused whatever
+	// the mode.
+	bothModes bool
 }
 
 // rfEdit loads config.json, lets fn change the spec and saves it.
@@ -160,11 +168,11 @@ func rfCases() []rfCase {
 		{name: "size not a multiple of 65536", setup: rfAnnotate("0:100000:65537", ""), want: "size 65537 is not a multiple of 65536"},
 		{name: "host id 0", setup: rfAnnotate("0:0:65536", ""), want: "host IDs below 65536 belong to the host"},
 		{name: "host id 1000 below min_host_id", setup: rfAnnotate("0:1000:65536", ""), want: "host IDs below 65536 belong to the host"},
-		{name: "host range past 2^32", setup: rfAnnotate("0:4294901760:131072", ""), want: "host range passes 2^32"},
+		{name: "host range past 2^32", setup: rfAnnotate("0:4294901760:131072", ""), want: "host range reaches past 4294967294"},
 		// The kernel refuses a range that includes ID 4294967295 ((uid_t)-1):
 		// a range may end at 2^32-1, not at 2^32.
 		{name: "host range ending exactly at 2^32", setup: rfAnnotate("0:4294901760:65536", ""), want: "host range"},
-		{name: "container range past 2^32", setup: rfAnnotate("0:100000:65536,4294967295:300000:65536", ""), want: "container range passes 2^32"},
+		{name: "container range past 2^32", setup: rfAnnotate("0:100000:65536,4294967295:300000:65536", ""), want: "container range reaches past 4294967294"},
 		{name: "container range ending exactly at 2^32", setup: rfAnnotate("0:100000:65536,4294901760:300000:65536", ""), want: "container range"},
 		{name: "container 0 unmapped", setup: rfAnnotate("1:100000:65536", ""), want: "leaves container ID 0 unmapped"},
 		{name: "overlapping host ranges", setup: rfAnnotate("0:100000:131072,131072:165536:65536", ""), want: "overlap on the host side"},
@@ -174,6 +182,8 @@ func rfCases() []rfCase {
 		{name: "annotation with two fields", setup: rfAnnotate("0:100000", ""), want: "want containerID:hostID:size"},
 		{name: "empty gid annotation", setup: rfAnnotate(rfGood, " "), want: "empty mapping"},
 		{name: "annotation with a number past 2^32", setup: rfAnnotate("0:4294967296:65536", ""), want: `"4294967296" is not a number from 0 to 4294967295`},
+		{name: "critest mapping under the default rules", setup: rfAnnotate("0:1000:100000", ""),
+			want: "uid range 0:1000:100000: size 100000 is not a multiple of 65536"},
 		{name: "relaxed rules still refuse below min_host_id", toml: "[validation]\nmin_host_id = 1000\nsize_multiple = 1\n",
 			setup: rfAnnotate("0:999:100000", ""), want: "host IDs below 1000 belong to the host"},
 
@@ -196,10 +206,20 @@ func rfCases() []rfCase {
 			rfSetAnnotations(s, rfGood, "")
 			rfDropNamespace(s, specs.NetworkNamespace)
 		}), want: `shares the host's network namespace (no "network" entry`},
+		// /proc/1/ns may be unreadable even for root (an init that may not be
+		// inspected): then the shim cannot tell, and refuses naming the path.
 		{name: "network namespace path is /proc/1/ns/net", setup: rfEdit(func(s *specs.Spec) {
 			rfSetAnnotations(s, rfGood, "")
 			rfSetNamespace(s, specs.NetworkNamespace, "/proc/1/ns/net")
-		}), want: "network namespace path /proc/1/ns/net is the host's"},
+		}), want: "network namespace path /proc/1/ns/net"},
+		{name: "network namespace path is the host's via /proc/self", setup: rfEdit(func(s *specs.Spec) {
+			rfSetAnnotations(s, rfGood, "")
+			rfSetNamespace(s, specs.NetworkNamespace, "/proc/self/ns/net")
+		}), want: "network namespace path /proc/self/ns/net is the host's"},
+		{name: "ipc namespace path is the host's via /proc/thread-self", setup: rfEdit(func(s *specs.Spec) {
+			rfSetAnnotations(s, rfGood, "")
+			rfSetNamespace(s, specs.IPCNamespace, "/proc/thread-self/ns/ipc")
+		}), want: "ipc namespace path /proc/thread-self/ns/ipc is the host's"},
 		{name: "pid namespace path is the host's via /proc/self", setup: rfEdit(func(s *specs.Spec) {
 			rfSetAnnotations(s, rfGood, "")
 			rfSetNamespace(s, specs.PIDNamespace, "/proc/self/ns/pid")
@@ -214,11 +234,23 @@ func rfCases() []rfCase {
 		}), want: "/nonexistent/ns/net"},
 		{name: "user namespace path is /proc/1/ns/user", setup: rfEdit(func(s *specs.Spec) {
 			rfSetNamespace(s, specs.UserNamespace, "/proc/1/ns/user")
-		}), want: "user namespace path /proc/1/ns/user is the host's user namespace"},
-		{name: "user namespace path is the host's, with mappings", setup: rfEdit(func(s *specs.Spec) {
+		}), want: "/proc/1/ns/user"},
+		{name: "user namespace path is /proc/1/ns/user, with mappings", setup: rfEdit(func(s *specs.Spec) {
 			rfSetNamespace(s, specs.UserNamespace, "/proc/1/ns/user")
 			s.Linux.UIDMappings, s.Linux.GIDMappings = rfRanges(rfGood), rfRanges(rfGood)
-		}), want: "user namespace path /proc/1/ns/user is the host's user namespace"},
+		}), want: "/proc/1/ns/user"},
+		// The test process runs in the host's user namespace: its maps are
+		// readable, and its namespace is the shim's own.
+		{name: "user namespace path is the host's via /proc/<test pid>", setup: rfEdit(func(s *specs.Spec) {
+			rfSetNamespace(s, specs.UserNamespace, fmt.Sprintf("/proc/%d/ns/user", os.Getpid()))
+		}), want: fmt.Sprintf("user namespace path /proc/%d/ns/user is the host's user namespace", os.Getpid())},
+		{name: "user namespace path is the host's via /proc/self, with mappings", setup: rfEdit(func(s *specs.Spec) {
+			rfSetNamespace(s, specs.UserNamespace, "/proc/self/ns/user")
+			s.Linux.UIDMappings, s.Linux.GIDMappings = rfRanges(rfGood), rfRanges(rfGood)
+		}), want: "user namespace path /proc/self/ns/user is the host's user namespace"},
+		{name: "user namespace path /proc/self/ns/user, no mappings", setup: rfEdit(func(s *specs.Spec) {
+			rfSetNamespace(s, specs.UserNamespace, "/proc/self/ns/user")
+		}), want: "/proc/self/ns/user is the host's user namespace"},
 
 		// --- the other sources are validated too ---
 		{name: "spec mapping breaks a rule", setup: rfEdit(func(s *specs.Spec) {
@@ -244,6 +276,37 @@ func rfCases() []rfCase {
 			s.Annotations = map[string]string{"io.kubernetes.pod.uid": "../../etc"}
 		}), want: `pod UID "../../etc" is not a valid UID`},
 
+		// --- refusals that come after the first staging mount ---
+		{name: "symlinked mount source after a mapped one", setup: func(c rfCtx) {
+			dir := filepath.Join(c.t.TempDir(), "vol")
+			if err := os.Mkdir(dir, 0o755); err != nil {
+				c.t.Fatal(err)
+			}
+			link := filepath.Join(c.t.TempDir(), "link")
+			if err := os.Symlink(dir, link); err != nil {
+				c.t.Fatal(err)
+			}
+			rfEdit(func(s *specs.Spec) {
+				rfSetAnnotations(s, rfGood, "")
+				s.Mounts = append(s.Mounts,
+					specs.Mount{Destination: "/data", Type: "bind", Source: dir, Options: []string{"rbind", "rw"}},
+					specs.Mount{Destination: "/link", Type: "bind", Source: link, Options: []string{"rbind", "rw"}})
+			})(c)
+		}, want: "is a symlink: the shim will not ID-map"},
+		{name: "overlay volume with on_unsupported_fs fail", setup: func(c rfCtx) {
+			ov := rfOverlay(c.t)
+			dir := filepath.Join(c.t.TempDir(), "vol")
+			if err := os.Mkdir(dir, 0o755); err != nil {
+				c.t.Fatal(err)
+			}
+			rfEdit(func(s *specs.Spec) {
+				rfSetAnnotations(s, rfGood, "")
+				s.Mounts = append(s.Mounts,
+					specs.Mount{Destination: "/data", Type: "bind", Source: dir, Options: []string{"rbind", "rw"}},
+					specs.Mount{Destination: "/overlay", Type: "bind", Source: ov, Options: []string{"rbind", "rw"}})
+			})(c)
+		}, want: "mount /overlay (host source"},
+
 		// --- mode ---
 		{name: "mode require with no mapping", toml: "mode = \"require\"\n", want: "mode is require and no mapping was found"},
 		{name: "mode allocate with no mapping", toml: "mode = \"allocate\"\n", want: "mode allocate is not available"},
@@ -257,25 +320,25 @@ func rfCases() []rfCase {
 			want: "host IDs below 65536"},
 
 		// --- the command line ---
-		{name: "empty container id", argv: func(c rfCtx) []string { return rfCreate(c.b.Dir, "") }, want: "container id cannot be empty"},
+		{name: "empty container id", bothModes: true, argv: func(c rfCtx) []string { return rfCreate(c.b.Dir, "") }, want: "container id cannot be empty"},
 		{name: "no container id", argv: func(c rfCtx) []string { return []string{"create", "--bundle", c.b.Dir} }, want: "container id cannot be empty"},
-		{name: "container id ..", argv: func(c rfCtx) []string { return rfCreate(c.b.Dir, "..") }, want: `invalid container id ".."`},
-		{name: "container id with a slash", argv: func(c rfCtx) []string { return rfCreate(c.b.Dir, "a/../b") }, want: `invalid container id "a/../b"`},
+		{name: "container id ..", bothModes: true, argv: func(c rfCtx) []string { return rfCreate(c.b.Dir, "..") }, want: `invalid container id ".."`},
+		{name: "container id with a slash", bothModes: true, argv: func(c rfCtx) []string { return rfCreate(c.b.Dir, "a/../b") }, want: `invalid container id "a/../b"`},
 		{name: "two container ids", argv: func(c rfCtx) []string { return []string{"create", "--bundle", c.b.Dir, "a", "b"} }, want: "expected one container id"},
 
 		// --- the bundle ---
-		{name: "missing bundle", argv: func(c rfCtx) []string { return rfCreate(filepath.Join(c.b.Dir, "missing"), rfID) }, want: "does not exist"},
-		{name: "bundle is a file", setup: func(c rfCtx) {
+		{name: "missing bundle", bothModes: true, argv: func(c rfCtx) []string { return rfCreate(filepath.Join(c.b.Dir, "missing"), rfID) }, want: "does not exist"},
+		{name: "bundle is a file", bothModes: true, setup: func(c rfCtx) {
 			if err := os.WriteFile(filepath.Join(c.b.Dir, "afile"), []byte("x"), 0o644); err != nil {
 				c.t.Fatal(err)
 			}
 		}, argv: func(c rfCtx) []string { return rfCreate(filepath.Join(c.b.Dir, "afile"), rfID) }, want: "is not a directory"},
-		{name: "missing config.json", setup: func(c rfCtx) {
+		{name: "missing config.json", bothModes: true, setup: func(c rfCtx) {
 			if err := os.Remove(c.b.ConfigPath()); err != nil {
 				c.t.Fatal(err)
 			}
 		}, want: "config.json"},
-		{name: "config.json is a directory", setup: func(c rfCtx) {
+		{name: "config.json is a directory", bothModes: true, setup: func(c rfCtx) {
 			if err := os.Remove(c.b.ConfigPath()); err != nil {
 				c.t.Fatal(err)
 			}
@@ -283,7 +346,7 @@ func rfCases() []rfCase {
 				c.t.Fatal(err)
 			}
 		}, want: "not a regular file"},
-		{name: "config.json is a symlink", setup: func(c rfCtx) {
+		{name: "config.json is a symlink", bothModes: true, setup: func(c rfCtx) {
 			real := filepath.Join(c.b.Dir, "real-config.json")
 			if err := os.Rename(c.b.ConfigPath(), real); err != nil {
 				c.t.Fatal(err)
@@ -292,7 +355,7 @@ func rfCases() []rfCase {
 				c.t.Fatal(err)
 			}
 		}, want: "symlink"},
-		{name: "config.json is a symlink to a spec without user fields", setup: func(c rfCtx) {
+		{name: "config.json is a symlink to a spec without user fields", bothModes: true, setup: func(c rfCtx) {
 			// No "user" key anywhere: the document itself asks for nothing.
 			real := filepath.Join(c.b.Dir, "real-config.json")
 			if err := os.WriteFile(real, []byte(`{"ociVersion":"1.0.2","root":{"path":"rootfs"},"linux":{}}`), 0o644); err != nil {
@@ -305,17 +368,17 @@ func rfCases() []rfCase {
 				c.t.Fatal(err)
 			}
 		}, want: "symlink"},
-		{name: "malformed JSON: a stray comma", setup: rfWriteConfig(func(orig []byte) []byte {
+		{name: "malformed JSON: a stray comma", bothModes: true, setup: rfWriteConfig(func(orig []byte) []byte {
 			return []byte(strings.Replace(string(orig), "{", "{,", 1))
 		}), want: "not valid JSON"},
-		{name: "malformed JSON: not JSON at all", setup: rfWriteConfig(func([]byte) []byte {
+		{name: "malformed JSON: not JSON at all", bothModes: true, setup: rfWriteConfig(func([]byte) []byte {
 			return []byte("this is not json\n")
 		}), want: "not valid JSON"},
-		{name: "truncated JSON", setup: rfWriteConfig(func(orig []byte) []byte {
+		{name: "truncated JSON", bothModes: true, setup: rfWriteConfig(func(orig []byte) []byte {
 			return orig[:len(orig)/2]
 		}), want: "config.json"},
-		{name: "empty config.json", setup: rfWriteConfig(func([]byte) []byte { return nil }), want: "config.json"},
-		{name: "JSON that is not a spec", setup: rfWriteConfig(func([]byte) []byte { return []byte(`{"hello":"world"}`) }),
+		{name: "empty config.json", bothModes: true, setup: rfWriteConfig(func([]byte) []byte { return nil }), want: "config.json"},
+		{name: "JSON that is not a spec", bothModes: true, setup: rfWriteConfig(func([]byte) []byte { return []byte(`{"hello":"world"}`) }),
 			want: "not an OCI runtime spec"},
 	}
 }
@@ -332,9 +395,14 @@ func TestRefusals(t *testing.T) {
 		t.Skip("runc is not installed (apt-get install runc): the refusals run behind runc")
 	}
 	for _, tc := range rfCases() {
-		t.Run(strings.ReplaceAll(tc.name, " ", "_"), func(t *testing.T) {
-			rfRunRefusal(t, rt, tc)
-		})
+		if !tc.bothModes {
+			t.Run(tc.name, func(t *testing.T) { rfRunRefusal(t, rt, tc) })
+			continue
+		}
+		t.Run(tc.name+" (mode passthrough)", func(t *testing.T) { rfRunRefusal(t, rt, tc) })
+		req := tc
+		req.toml = "mode = \"require\"\n" + tc.toml
+		t.Run(tc.name+" (mode require)", func(t *testing.T) { rfRunRefusal(t, rt, req) })
 	}
 }
 
@@ -361,7 +429,7 @@ func rfRunRefusal(t *testing.T, rt Runtime, tc rfCase) {
 	snap := rfSnapshot(t, b.Dir)
 
 	args := append([]string{"--root", env.RootDir, "--log", logFile, "--log-format", "json"}, argv...)
-	r := env.Shim(args...)
+	r := rfShim(t, env, args...)
 	t.Logf("userns-shim %s\nexit %d\nstdout: %q\nstderr: %q", strings.Join(args, " "), r.Code, r.Stdout, r.Stderr)
 
 	if r.Code == 0 {
@@ -376,6 +444,8 @@ func rfRunRefusal(t *testing.T, rt Runtime, tc rfCase) {
 	if tmps, _ := filepath.Glob(filepath.Join(b.Dir, ".config.json.userns-shim-*")); len(tmps) > 0 {
 		t.Errorf("temporary files left in the bundle: %v", tmps)
 	}
+	rfCheckStateDir(t, env.StateDir)
+	rfCheckNoMounts(t, env.StateDir, b.Dir)
 	if ents, err := os.ReadDir(filepath.Join(env.StateDir, "containers")); err == nil && len(ents) > 0 {
 		var names []string
 		for _, e := range ents {
@@ -503,6 +573,99 @@ func rfSameSnapshot(t *testing.T, before, after map[string]string) bool {
 	return same
 }
 
+// rfCheckStateDir: a refusal leaves no file in state_dir (directories the
+// shim made on the way may stay, empty), and no staging directory for rfID.
+func rfCheckStateDir(t *testing.T, stateDir string) {
+	t.Helper()
+	filepath.WalkDir(stateDir, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			if !os.IsNotExist(err) {
+				t.Errorf("state_dir: %v", err)
+			}
+			return nil
+		}
+		if !d.IsDir() {
+			t.Errorf("state_dir: %s left behind after a refusal", p)
+		}
+		return nil
+	})
+	if _, err := os.Lstat(filepath.Join(stateDir, "staging", rfID)); err == nil {
+		t.Errorf("state_dir: staging directory of %s left behind", rfID)
+	}
+}
+
+// rfCheckNoMounts: no mount point under the state dir or the bundle.
+func rfCheckNoMounts(t *testing.T, dirs ...string) {
+	t.Helper()
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 5 {
+			continue
+		}
+		for _, d := range dirs {
+			if f[4] == d || strings.HasPrefix(f[4], d+"/") {
+				t.Errorf("mount left behind after a refusal: %s", line)
+			}
+		}
+	}
+}
+
+// rfOverlay mounts a small overlayfs (which cannot be ID-mapped) and
+// returns its mount point; it is unmounted when the test ends.
+func rfOverlay(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	for _, d := range []string{"lower", "upper", "work", "merged"} {
+		if err := os.Mkdir(filepath.Join(dir, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	merged := filepath.Join(dir, "merged")
+	opts := fmt.Sprintf("lowerdir=%s/lower,upperdir=%s/upper,workdir=%s/work", dir, dir, dir)
+	if out, err := exec.Command("mount", "-t", "overlay", "overlay", "-o", opts, merged).CombinedOutput(); err != nil {
+		t.Skipf("cannot mount an overlayfs here: %v: %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("umount", "-l", merged).Run() })
+	return merged
+}
+
+// rfShim runs the shim like Env.Shim, but with stdout and stderr in files:
+// a container that runc creates keeps its init's stdio open until it exits,
+// and Env.Shim, whose pipes stay open until then, would wait for it.
+func rfShim(t *testing.T, env *Env, args ...string) Result {
+	t.Helper()
+	dir := t.TempDir()
+	outF, err := os.Create(filepath.Join(dir, "stdout"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer outF.Close()
+	errF, err := os.Create(filepath.Join(dir, "stderr"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer errF.Close()
+	cmd := exec.Command(shimBin, args...)
+	cmd.Env = append(os.Environ(), "USERNS_SHIM_CONFIG="+env.Config)
+	cmd.Stdout, cmd.Stderr = outF, errF
+	var r Result
+	if err := cmd.Run(); err != nil {
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) {
+			t.Fatalf("run shim: %v", err)
+		}
+		r.Code = ee.ExitCode()
+	}
+	stdout, _ := os.ReadFile(outF.Name())
+	stderr, _ := os.ReadFile(errF.Name())
+	r.Stdout, r.Stderr = string(stdout), string(stderr)
+	return r
+}
+
 // rfForceDelete removes a container the real runtime may hold under the
 // env's --root; nothing to do when the root was never made.
 func rfForceDelete(env *Env, id string) {
@@ -529,7 +692,7 @@ func TestRelaxedRules(t *testing.T) {
 			logFile := filepath.Join(t.TempDir(), "log.json")
 			t.Cleanup(func() { rfForceDelete(env, id) })
 
-			r := env.Shim("--root", env.RootDir, "--log", logFile, "--log-format", "json",
+			r := rfShim(t, env, "--root", env.RootDir, "--log", logFile, "--log-format", "json",
 				"create", "--bundle", b.Dir, "--pid-file", pidFile, id)
 			if r.Code != 0 {
 				log, _ := os.ReadFile(logFile)

@@ -19,6 +19,7 @@ type Source string
 
 const (
 	SourceSpec       Source = "spec"       // config.json already had a user namespace and mappings
+	SourceJoined     Source = "joined"     // a user namespace joined by /proc/<pid>/ns/user, its maps read there
 	SourceMounts     Source = "mounts"     // mounts carried uidMappings/gidMappings
 	SourceAnnotation Source = "annotation" // userns-shim.io/uid-mappings, gid-mappings
 	SourceKubelet    Source = "kubelet"    // <kubelet_root>/pods/<uid>/userns

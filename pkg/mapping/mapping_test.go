@@ -121,13 +121,14 @@ func TestValidate(t *testing.T) {
 	}{
 		{name: "one pod block", m: same(r(0, 65536, 65536))},
 		{name: "two blocks", m: same(r(0, 131072, 65536), r(65536, 262144, 65536))},
-		{name: "last block", m: same(r(0, 4294901760, 65536))},
+		{name: "last whole block", m: same(r(0, 4294836224, 65536))},
+		{name: "block ending at 2^32 holds (uid_t)-1", m: same(r(0, 4294901760, 65536)), wantErr: []string{"host range reaches past 4294967294"}},
 		{name: "size 0", m: same(r(0, 65536, 0)), wantErr: []string{"size 0"}},
 		{name: "size not multiple", m: same(r(0, 65536, 1000)), wantErr: []string{"not a multiple of 65536"}},
 		{name: "host root", m: same(r(0, 0, 65536)), wantErr: []string{"host IDs below 65536 belong to the host"}},
 		{name: "host 1000", m: same(r(0, 1000, 65536)), wantErr: []string{"below 65536"}},
-		{name: "host wraps", m: same(r(0, 4294901761, 65536)), wantErr: []string{"host range passes 2^32"}},
-		{name: "container wraps", m: same(r(0, 65536, 65536), r(4294901761, 131072, 65536)), wantErr: []string{"container range passes 2^32"}},
+		{name: "host wraps", m: same(r(0, 4294901761, 65536)), wantErr: []string{"host range reaches past"}},
+		{name: "container wraps", m: same(r(0, 65536, 65536), r(4294901761, 131072, 65536)), wantErr: []string{"container range reaches past"}},
 		{name: "root unmapped", m: same(r(1, 65536, 65536)), wantErr: []string{"leaves container ID 0 unmapped"}},
 		{name: "host overlap", m: same(r(0, 65536, 131072), r(131072, 131072, 65536)), wantErr: []string{"overlap on the host side"}},
 		{name: "container overlap", m: same(r(0, 65536, 131072), r(65536, 262144, 65536)), wantErr: []string{"overlap on the container side"}},
@@ -182,7 +183,7 @@ func FuzzParseRanges(f *testing.F) {
 		}
 		// Whatever validates never maps onto the host's IDs nor wraps.
 		for _, x := range rs {
-			if x.HostID < 65536 || uint64(x.HostID)+uint64(x.Size) > 1<<32 || x.Size == 0 {
+			if x.HostID < 65536 || uint64(x.HostID)+uint64(x.Size) > 1<<32-1 || x.Size == 0 {
 				t.Fatalf("validated a mapping onto host IDs: %+v", x)
 			}
 		}

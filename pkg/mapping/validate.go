@@ -18,8 +18,9 @@ type Rules struct {
 // DefaultRules: the host keeps 0-65535, pods get whole 65536-ID blocks.
 func DefaultRules() Rules { return Rules{MinHostID: 65536, SizeMultiple: 65536} }
 
-// idSpace is one past the last ID: ranges may not reach past it.
-const idSpace = uint64(1) << 32
+// idLimit is one past the last valid ID: 4294967295 is (uid_t)-1, which the
+// kernel refuses in any uid_map range.
+const idLimit = uint64(1)<<32 - 1
 
 // ValidationError lists every rule a mapping breaks, so one refusal tells the
 // user everything to fix.
@@ -28,8 +29,8 @@ type ValidationError struct{ Problems []string }
 func (e *ValidationError) Error() string { return strings.Join(e.Problems, "; ") }
 
 // Validate checks a mapping against the rules: container ID 0 mapped, sizes
-// multiples of SizeMultiple, host IDs at or above MinHostID, no range past
-// 2^32, no overlaps, and uid mapping equal to gid mapping.
+// multiples of SizeMultiple, host IDs at or above MinHostID, no range
+// reaching 2^32-1 or past it, no overlaps, and uid mapping equal to gid mapping.
 func Validate(m Mapping, r Rules) error {
 	var p []string
 	p = append(p, checkRanges("uid", m.UIDs, r)...)
@@ -61,11 +62,11 @@ func checkRanges(kind string, rs []specs.LinuxIDMapping, r Rules) []string {
 		if m.HostID < r.MinHostID {
 			p = append(p, fmt.Sprintf("%s: host IDs below %d belong to the host", desc, r.MinHostID))
 		}
-		if uint64(m.HostID)+uint64(m.Size) > idSpace {
-			p = append(p, desc+": host range passes 2^32")
+		if uint64(m.HostID)+uint64(m.Size) > idLimit {
+			p = append(p, desc+": host range reaches past 4294967294, the last valid ID")
 		}
-		if uint64(m.ContainerID)+uint64(m.Size) > idSpace {
-			p = append(p, desc+": container range passes 2^32")
+		if uint64(m.ContainerID)+uint64(m.Size) > idLimit {
+			p = append(p, desc+": container range reaches past 4294967294, the last valid ID")
 		}
 		if m.ContainerID == 0 {
 			rootMapped = true

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -32,6 +33,9 @@ func IsHostNamespace(t specs.LinuxNamespaceType, path string) (bool, error) {
 	name, ok := procNames[t]
 	if !ok {
 		return false, fmt.Errorf("unknown namespace type %q", t)
+	}
+	if filepath.Clean(path) == "/proc/1/ns/"+name {
+		return true, nil // pid 1's namespace is the host's by definition, readable or not
 	}
 	var st unix.Stat_t
 	if err := unix.Stat(path, &st); err != nil {

@@ -245,7 +245,7 @@ func parseCreate(inv *Invocation) error {
 	}
 	switch len(positional) {
 	case 0:
-		return usageErr("%s: container id cannot be empty", inv.Command)
+		return usageErr("container id cannot be empty")
 	case 1:
 	default:
 		return usageErr("%s: expected one container id, got %d arguments: %s", inv.Command, len(positional), strings.Join(positional, " "))

@@ -34,13 +34,18 @@ func (s *Shim) create() (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	raw, err := os.ReadFile(cfgPath)
-	if err == nil && s.Cfg.Mode == config.ModePassthrough && !mayCarryMapping(raw) {
+	raw, st, err := spec.Read(cfgPath)
+	if err != nil {
+		return 0, err
+	}
+	// A document without "ociVersion" (required by the spec) takes the full
+	// decode, which explains what is wrong with it.
+	if s.Cfg.Mode == config.ModePassthrough && !mayCarryMapping(raw) && bytes.Contains(raw, []byte(`"ociVersion"`)) {
 		// Nothing in the document can ask for a mapping: skip the decode.
 		s.Log.WithField("id", s.Inv.ContainerID).Debug("no mapping source in config.json; passing through")
 		return 0, runtime.Exec(s.RuntimePath, s.Inv.Args)
 	}
-	f, err := spec.Load(cfgPath)
+	f, err := spec.FromBytes(cfgPath, raw, st)
 	if err != nil {
 		return 0, err
 	}
@@ -62,20 +67,25 @@ func (s *Shim) create() (int, error) {
 	}
 	users := &nsexec.UserNSCache{}
 	defer users.Close()
-	st := &Staging{dir: s.stagingDir(s.Inv.ContainerID)}
-	if rec.Mounts, err = s.idmapMounts(f.Spec, d, users, st); err != nil {
+	staging := &Staging{dir: s.stagingDir(s.Inv.ContainerID)}
+	if rec.Mounts, err = s.idmapMounts(f.Spec, d, users, staging); err != nil {
 		return 0, fmt.Errorf("container %s: %w", s.Inv.ContainerID, err)
 	}
 	if err := s.State.Save(rec); err != nil {
-		return 0, errors.Join(err, st.Release())
+		return 0, errors.Join(err, staging.Release())
 	}
-	if d.Source != mapping.SourceSpec || changedMounts(rec.Mounts) {
-		spec.SetUserNamespace(f.Spec, d.Mapping)
+	// A user namespace already in the spec (with mappings, or joined by
+	// path) stays as it is.
+	addUserNS := d.Source != mapping.SourceSpec && d.Source != mapping.SourceJoined
+	if addUserNS || changedMounts(rec.Mounts) {
+		if addUserNS {
+			spec.SetUserNamespace(f.Spec, d.Mapping)
+		}
 		if err := f.Save(f.Spec); err != nil {
-			return 0, errors.Join(err, st.Release(), s.State.Remove(rec.ID))
+			return 0, errors.Join(err, staging.Release(), s.State.Remove(rec.ID))
 		}
 	}
-	code, err := s.handOver(st)
+	code, err := s.handOver(staging)
 	// The container no longer exists after a failed create or run, or after
 	// a foreground run without --keep returned: its record goes.
 	gone := err != nil || code != 0 || (s.Inv.Command == "run" && !s.Inv.Detach && !s.Inv.Keep)
@@ -198,9 +208,9 @@ func mayCarryMapping(raw []byte) bool {
 // Sources are the mapping sources that need the host: kept apart from
 // Decide so that Decide stays a pure function with table tests.
 type Sources struct {
-	// KubeletRecord returns the kubelet's userns file for a pod, or
-	// fs.ErrNotExist.
-	KubeletRecord func(podUID string) ([]byte, error)
+	// KubeletRecord returns the kubelet's userns file for a pod and its
+	// path, or fs.ErrNotExist.
+	KubeletRecord func(podUID string) ([]byte, string, error)
 	// JoinedMapping returns the mapping of a user namespace joined by path.
 	JoinedMapping func(path string) (mapping.Mapping, error)
 	// IsHost tells whether a namespace path is the host's.
@@ -209,8 +219,10 @@ type Sources struct {
 
 func (s *Shim) sources() Sources {
 	return Sources{
-		KubeletRecord: func(uid string) ([]byte, error) {
-			return os.ReadFile(filepath.Join(s.Cfg.KubeletRoot, "pods", uid, "userns"))
+		KubeletRecord: func(uid string) ([]byte, string, error) {
+			p := filepath.Join(s.Cfg.KubeletRoot, "pods", uid, "userns")
+			data, err := os.ReadFile(p)
+			return data, p, err
 		},
 		JoinedMapping: joinedMapping,
 		IsHost:        nsexec.IsHostNamespace,
@@ -261,11 +273,14 @@ func resolve(sp *specs.Spec, cfg config.Config, src Sources) (Decision, error) {
 			return d, nil
 		}
 		if ns.Path != "" {
+			if host, err := src.IsHost(specs.UserNamespace, ns.Path); err == nil && host {
+				return d, fmt.Errorf("user namespace path %s is the host's user namespace", ns.Path)
+			}
 			m, err := src.JoinedMapping(ns.Path)
 			if err != nil {
 				return d, err
 			}
-			d.Source, d.Mapping = mapping.SourceSpec, m
+			d.Source, d.Mapping = mapping.SourceJoined, m
 			return d, nil
 		}
 	}
@@ -278,12 +293,14 @@ func resolve(sp *specs.Spec, cfg config.Config, src Sources) (Decision, error) {
 		return d, err
 	}
 	if d.PodUID != "" && src.KubeletRecord != nil {
-		data, err := src.KubeletRecord(d.PodUID)
+		data, path, err := src.KubeletRecord(d.PodUID)
 		switch {
 		case err == nil:
 			d.Source = mapping.SourceKubelet
-			d.Mapping, err = mapping.ParseKubeletRecord(data)
-			return d, err
+			if d.Mapping, err = mapping.ParseKubeletRecord(data); err != nil {
+				return d, fmt.Errorf("pod %s: %s: %w", d.PodUID, path, err)
+			}
+			return d, nil
 		case !errors.Is(err, fs.ErrNotExist):
 			return d, fmt.Errorf("kubelet record of pod %s: %w", d.PodUID, err)
 		}

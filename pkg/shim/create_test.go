@@ -29,11 +29,11 @@ func baseSpec() *specs.Spec {
 
 func fakeSources(records map[string]string, joined map[string]mapping.Mapping) Sources {
 	return Sources{
-		KubeletRecord: func(uid string) ([]byte, error) {
+		KubeletRecord: func(uid string) ([]byte, string, error) {
 			if r, ok := records[uid]; ok {
-				return []byte(r), nil
+				return []byte(r), "/k/pods/" + uid + "/userns", nil
 			}
-			return nil, fs.ErrNotExist
+			return nil, "", fs.ErrNotExist
 		},
 		JoinedMapping: func(p string) (mapping.Mapping, error) { return joined[p], nil },
 		IsHost: func(t specs.LinuxNamespaceType, p string) (bool, error) {
@@ -64,7 +64,7 @@ func TestDecide(t *testing.T) {
 			},
 		},
 		{
-			name: "joined user namespace without mappings", wantSource: mapping.SourceSpec, wantMap: otherRange,
+			name: "joined user namespace without mappings", wantSource: mapping.SourceJoined, wantMap: otherRange,
 			edit: func(s *specs.Spec) {
 				s.Linux.Namespaces = append(s.Linux.Namespaces, specs.LinuxNamespace{Type: specs.UserNamespace, Path: "/proc/42/ns/user"})
 			},

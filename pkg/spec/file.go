@@ -33,38 +33,86 @@ type File struct {
 	gid  int
 }
 
-// Load reads and decodes path. It refuses a symlink, so that a bundle cannot
-// point the shim at another file to rewrite.
+// Load reads and decodes path (see Read).
 func Load(path string) (*File, error) {
-	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
-	if err != nil {
-		if errors.Is(err, unix.ELOOP) {
-			return nil, fmt.Errorf("open %s: it is a symlink; config.json must be a regular file", path)
-		}
-		return nil, &os.PathError{Op: "open", Path: path, Err: err}
-	}
-	f := os.NewFile(uintptr(fd), path)
-	defer f.Close()
-	st, err := f.Stat()
+	raw, st, err := Read(path)
 	if err != nil {
 		return nil, err
 	}
-	if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s is not a regular file (%s)", path, st.Mode().Type())
-	}
-	raw, err := io.ReadAll(io.LimitReader(f, MaxSize+1))
-	if err != nil {
-		return nil, &os.PathError{Op: "read", Path: path, Err: err}
-	}
-	if len(raw) > MaxSize {
-		return nil, fmt.Errorf("%s is larger than %d MiB", path, MaxSize>>20)
-	}
+	return FromBytes(path, raw, st)
+}
+
+// FromBytes decodes raw, the content of path as Read returned it with st.
+func FromBytes(path string, raw []byte, st os.FileInfo) (*File, error) {
 	s, err := Decode(raw)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	sys := st.Sys().(*syscall.Stat_t)
 	return &File{Path: path, Raw: raw, Spec: s, mode: st.Mode().Perm(), uid: int(sys.Uid), gid: int(sys.Gid)}, nil
+}
+
+// Read returns the bytes of path, which must be a regular file (not a
+// symlink, so that a bundle cannot point the shim at another file to
+// rewrite) of at most MaxSize bytes holding one JSON object.
+func Read(path string) ([]byte, os.FileInfo, error) {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
+	if err != nil {
+		if errors.Is(err, unix.ELOOP) {
+			return nil, nil, fmt.Errorf("open %s: it is a symlink; config.json must be a regular file", path)
+		}
+		return nil, nil, &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	f := os.NewFile(uintptr(fd), path)
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, nil, err
+	}
+	if !st.Mode().IsRegular() {
+		return nil, nil, fmt.Errorf("%s is not a regular file but %s", path, describeType(st.Mode()))
+	}
+	raw, err := io.ReadAll(io.LimitReader(f, MaxSize+1))
+	if err != nil {
+		return nil, nil, &os.PathError{Op: "read", Path: path, Err: err}
+	}
+	if len(raw) > MaxSize {
+		return nil, nil, fmt.Errorf("%s is larger than %d MiB", path, MaxSize>>20)
+	}
+	if t := bytes.TrimSpace(raw); len(t) == 0 || t[0] != '{' || !json.Valid(t) {
+		return nil, nil, fmt.Errorf("%s: %w", path, syntaxError(raw))
+	}
+	return raw, st, nil
+}
+
+func describeType(m os.FileMode) string {
+	switch {
+	case m.IsDir():
+		return "a directory"
+	case m&os.ModeNamedPipe != 0:
+		return "a named pipe"
+	case m&os.ModeSocket != 0:
+		return "a socket"
+	case m&os.ModeDevice != 0:
+		return "a device node"
+	}
+	return "a special file"
+}
+
+// syntaxError explains why raw is not one JSON object.
+func syntaxError(raw []byte) error {
+	var v map[string]json.RawMessage
+	err := json.Unmarshal(raw, &v)
+	var se *json.SyntaxError
+	switch {
+	case len(bytes.TrimSpace(raw)) == 0:
+		return errors.New("empty file: not a runtime spec")
+	case errors.As(err, &se):
+		return fmt.Errorf("not valid JSON at byte %d: %w", se.Offset, err)
+	case err != nil:
+		return fmt.Errorf("not a valid OCI runtime spec: %w", err)
+	}
+	return errors.New("not a JSON object")
 }
 
 // Decode parses a config.json document.
