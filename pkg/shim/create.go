@@ -74,9 +74,9 @@ func (s *Shim) create() (int, error) {
 	if err := s.State.Save(rec); err != nil {
 		return 0, errors.Join(err, staging.Release())
 	}
-	// A user namespace already in the spec (with mappings, or joined by
-	// path) stays as it is.
-	addUserNS := d.Source != mapping.SourceSpec && d.Source != mapping.SourceJoined
+	// A user namespace joined by path keeps its path and gets its mappings
+	// written out: runc refuses a user namespace without them.
+	addUserNS := d.Source != mapping.SourceSpec
 	if addUserNS || changedMounts(rec.Mounts) {
 		if addUserNS {
 			spec.SetUserNamespace(f.Spec, d.Mapping)
