@@ -4,7 +4,7 @@
 package integration
 
 import (
-	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
@@ -116,21 +117,48 @@ type Result struct {
 }
 
 // Shim runs the shim with args (argv without argv[0]) and the test's config.
+// Its stdout and stderr are files, not pipes: a created container inherits
+// the runtime's stdio and keeps it open for its whole life, so with pipes
+// the call would not return until the container exits. Real callers
+// (conmon, containerd) give the runtime descriptors they own for the same
+// reason. A call that does not return within a minute fails the test.
 func (e *Env) Shim(args ...string) Result {
 	e.t.Helper()
-	cmd := exec.Command(shimBin, args...)
+	dir, err := os.MkdirTemp("", "shim-out-")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	stdout, stderr := filepath.Join(dir, "stdout"), filepath.Join(dir, "stderr")
+	outF, err := os.Create(stdout)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer outF.Close()
+	errF, err := os.Create(stderr)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer errF.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, shimBin, args...)
 	cmd.Env = append(os.Environ(), "USERNS_SHIM_CONFIG="+e.Config)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	r := Result{Stdout: out.String(), Stderr: errb.String()}
+	cmd.Stdout, cmd.Stderr = outF, errF
+	err = cmd.Run()
+	var r Result
 	var ee *exec.ExitError
 	switch {
+	case ctx.Err() != nil:
+		e.t.Fatalf("userns-shim %s: no exit within a minute", strings.Join(args, " "))
 	case errors.As(err, &ee):
 		r.Code = ee.ExitCode()
 	case err != nil:
 		e.t.Fatalf("run shim: %v", err)
 	}
+	out, _ := os.ReadFile(stdout)
+	errOut, _ := os.ReadFile(stderr)
+	r.Stdout, r.Stderr = string(out), string(errOut)
 	return r
 }
 

@@ -509,7 +509,7 @@ func TestIDMapJoinedPIDNamespace(t *testing.T) {
 					id := fmt.Sprintf("im-%s-second%d-%s", shape, n, rt.Name)
 					lcCleanup(t, e, id)
 
-					r := lcShimDetached(t, e, "create", "--bundle", b.Dir, id)
+					r := lcShim(e, "create", "--bundle", b.Dir, id)
 					if r.Code != 0 && rt.Name == "runc" && shape == "pid" && strings.Contains(r.Stderr, `error mounting \"proc\" to rootfs at \"/proc\"`) &&
 						strings.Contains(r.Stderr, "operation not permitted") {
 						imRequireNoStaging(t, e, "after the failed create of "+id)
@@ -577,7 +577,7 @@ func TestIDMapUnsupportedFS(t *testing.T) {
 			id := "im-overlay-fail-" + rt.Name
 			lcCleanup(t, e, id)
 
-			r := lcShimDetached(t, e, "create", "--bundle", b.Dir, id)
+			r := lcShim(e, "create", "--bundle", b.Dir, id)
 			imRequireRefused(t, e, b, id, before, r, "/data", merged, "overlay")
 		})
 
@@ -592,7 +592,7 @@ func TestIDMapUnsupportedFS(t *testing.T) {
 			id := "im-overlay-kubelet-" + rt.Name
 			lcCleanup(t, e, id)
 
-			r := lcShimDetached(t, e, "create", "--bundle", b.Dir, id)
+			r := lcShim(e, "create", "--bundle", b.Dir, id)
 			imRequireRefused(t, e, b, id, before, r, "/cache", cache, "overlay", `volume "cache"`)
 		})
 
@@ -685,7 +685,7 @@ func TestIDMapSymlinkSource(t *testing.T) {
 		id := "im-symlink-" + rt.Name
 		lcCleanup(t, e, id)
 
-		r := lcShimDetached(t, e, "create", "--bundle", b.Dir, id)
+		r := lcShim(e, "create", "--bundle", b.Dir, id)
 		imRequireRefused(t, e, b, id, before, r, "/linked", link, "symlink")
 	})
 }
@@ -838,7 +838,7 @@ func TestIDMapNoHostMountsLeft(t *testing.T) {
 			id := "im-left-rund-" + rt.Name
 			lcCleanup(t, e, id)
 
-			r := lcShimDetached(t, e, "run", "-d", "--bundle", b.Dir, id)
+			r := lcShim(e, "run", "-d", "--bundle", b.Dir, id)
 			if r.Code != 0 {
 				t.Fatalf("run -d %s: exit %d\nstderr: %s", id, r.Code, r.Stderr)
 			}

@@ -8,7 +8,6 @@ package integration
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -73,48 +72,6 @@ func lcMustShim(e *Env, args ...string) Result {
 	return e.MustShim(append([]string{"--root", e.RootDir}, args...)...)
 }
 
-// lcShimDetached runs the shim with its stdout and stderr in files rather than
-// pipes. A detached create hands the runtime's stdio to the container, which
-// keeps it open for its whole life: with pipes (Env.Shim) the call would not
-// return until the container exits. Real callers (conmon, containerd) give
-// the runtime descriptors they own for the same reason.
-func lcShimDetached(t *testing.T, e *Env, args ...string) Result {
-	t.Helper()
-	dir := t.TempDir()
-	stdout, err := os.Create(filepath.Join(dir, "stdout"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer stdout.Close()
-	stderr, err := os.Create(filepath.Join(dir, "stderr"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer stderr.Close()
-
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, shimBin, append([]string{"--root", e.RootDir}, args...)...)
-	cmd.Env = append(os.Environ(), "USERNS_SHIM_CONFIG="+e.Config)
-	cmd.Stdout, cmd.Stderr = stdout, stderr
-	err = cmd.Run()
-	var r Result
-	var ee *exec.ExitError
-	switch {
-	case errors.As(err, &ee):
-		r.Code = ee.ExitCode()
-	case err != nil:
-		t.Fatalf("run shim %s: %v", strings.Join(args, " "), err)
-	}
-	out, _ := os.ReadFile(stdout.Name())
-	errOut, _ := os.ReadFile(stderr.Name())
-	r.Stdout, r.Stderr = string(out), string(errOut)
-	if ctx.Err() != nil {
-		t.Fatalf("userns-shim %s: no exit within a minute\nstderr: %s", strings.Join(args, " "), r.Stderr)
-	}
-	return r
-}
-
 // lcCleanup kills and deletes container id at the end of the test, whatever
 // happened to it. It goes through the shim so that the shim's record goes too.
 func lcCleanup(t *testing.T, e *Env, id string) {
@@ -138,7 +95,7 @@ func lcCreate(t *testing.T, e *Env, b *Bundle, id string, globalFlags ...string)
 	lcCleanup(t, e, id)
 	pidFile := filepath.Join(t.TempDir(), "pid")
 	args := append(slices.Clone(globalFlags), "create", "--bundle", b.Dir, "--pid-file", pidFile, id)
-	r := lcShimDetached(t, e, args...)
+	r := lcShim(e, args...)
 	if r.Code != 0 {
 		t.Fatalf("userns-shim create %s: exit %d\nstdout: %s\nstderr: %s", id, r.Code, r.Stdout, r.Stderr)
 	}

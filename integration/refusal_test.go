@@ -15,7 +15,6 @@ package integration
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -429,7 +428,7 @@ func rfRunRefusal(t *testing.T, rt Runtime, tc rfCase) {
 	snap := rfSnapshot(t, b.Dir)
 
 	args := append([]string{"--root", env.RootDir, "--log", logFile, "--log-format", "json"}, argv...)
-	r := rfShim(t, env, args...)
+	r := env.Shim(args...)
 	t.Logf("userns-shim %s\nexit %d\nstdout: %q\nstderr: %q", strings.Join(args, " "), r.Code, r.Stdout, r.Stderr)
 
 	if r.Code == 0 {
@@ -633,39 +632,6 @@ func rfOverlay(t *testing.T) string {
 	return merged
 }
 
-// rfShim runs the shim like Env.Shim, but with stdout and stderr in files:
-// a container that runc creates keeps its init's stdio open until it exits,
-// and Env.Shim, whose pipes stay open until then, would wait for it.
-func rfShim(t *testing.T, env *Env, args ...string) Result {
-	t.Helper()
-	dir := t.TempDir()
-	outF, err := os.Create(filepath.Join(dir, "stdout"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer outF.Close()
-	errF, err := os.Create(filepath.Join(dir, "stderr"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer errF.Close()
-	cmd := exec.Command(shimBin, args...)
-	cmd.Env = append(os.Environ(), "USERNS_SHIM_CONFIG="+env.Config)
-	cmd.Stdout, cmd.Stderr = outF, errF
-	var r Result
-	if err := cmd.Run(); err != nil {
-		var ee *exec.ExitError
-		if !errors.As(err, &ee) {
-			t.Fatalf("run shim: %v", err)
-		}
-		r.Code = ee.ExitCode()
-	}
-	stdout, _ := os.ReadFile(outF.Name())
-	stderr, _ := os.ReadFile(errF.Name())
-	r.Stdout, r.Stderr = string(stdout), string(stderr)
-	return r
-}
-
 // rfForceDelete removes a container the real runtime may hold under the
 // env's --root; nothing to do when the root was never made.
 func rfForceDelete(env *Env, id string) {
@@ -692,7 +658,7 @@ func TestRelaxedRules(t *testing.T) {
 			logFile := filepath.Join(t.TempDir(), "log.json")
 			t.Cleanup(func() { rfForceDelete(env, id) })
 
-			r := rfShim(t, env, "--root", env.RootDir, "--log", logFile, "--log-format", "json",
+			r := env.Shim("--root", env.RootDir, "--log", logFile, "--log-format", "json",
 				"create", "--bundle", b.Dir, "--pid-file", pidFile, id)
 			if r.Code != 0 {
 				log, _ := os.ReadFile(logFile)
