@@ -304,13 +304,29 @@ func imRequireNoStaging(t *testing.T, e *Env, when string) {
 			t.Errorf("%s: host mount under the state dir: %s", when, sc.Text())
 		}
 	}
-	entries, err := os.ReadDir(filepath.Join(e.StateDir, "staging"))
-	if err != nil && !errors.Is(err, os.ErrNotExist) {
-		t.Fatal(err)
+	for _, p := range imStagingLeft(e) {
+		t.Errorf("%s: staging path left: %s", when, p)
 	}
+}
+
+// imStagingLeft lists what the state dir's staging holds beyond the empty
+// rootfs directory the shim keeps for a live container (runc execs with the
+// rootfs path as working directory; it holds no mount).
+func imStagingLeft(e *Env) []string {
+	var left []string
+	staging := filepath.Join(e.StateDir, "staging")
+	entries, _ := os.ReadDir(staging)
 	for _, ent := range entries {
-		t.Errorf("%s: staging path left: %s", when, filepath.Join(e.StateDir, "staging", ent.Name()))
+		dir := filepath.Join(staging, ent.Name())
+		inside, _ := os.ReadDir(dir)
+		if len(inside) == 1 && inside[0].Name() == "rootfs" && inside[0].IsDir() {
+			if empty, _ := os.ReadDir(filepath.Join(dir, "rootfs")); len(empty) == 0 {
+				continue
+			}
+		}
+		left = append(left, dir)
 	}
+	return left
 }
 
 // imCreateStart creates (checking that no staging mount outlives create)
@@ -330,6 +346,9 @@ func imDelete(t *testing.T, e *Env, id string) {
 	t.Helper()
 	lcKillAndDelete(t, e, id)
 	imRequireNoStaging(t, e, "after delete of "+id)
+	if _, err := os.Lstat(filepath.Join(e.StateDir, "staging", id)); err == nil {
+		t.Errorf("after delete of %s: its staging directory is still there", id)
+	}
 }
 
 // imRequireRefused checks a refused create of container id: a non-zero exit,
@@ -765,8 +784,7 @@ func imWaitNoStaging(t *testing.T, e *Env, when string) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		entries, _ := os.ReadDir(filepath.Join(e.StateDir, "staging"))
-		if !bytes.Contains(data, []byte(" "+e.StateDir+"/")) && len(entries) == 0 {
+		if !bytes.Contains(data, []byte(" "+e.StateDir+"/")) && len(imStagingLeft(e)) == 0 {
 			break
 		}
 		time.Sleep(10 * time.Millisecond)

@@ -372,13 +372,19 @@ func TestLifecycleMappingSources(t *testing.T) {
 			b.Spec.Linux.UIDMappings = []specs.LinuxIDMapping{want}
 			b.Spec.Linux.GIDMappings = []specs.LinuxIDMapping{want}
 			b.Save(t)
-			before := b.Raw(t)
+			before := *b.Spec
 
 			lcLifecycle(t, e, b, "lc-spec-"+rt.Name, "spec", want)
 
-			// A complete spec is verified, not rewritten.
-			if after := b.Raw(t); !bytes.Equal(before, after) {
-				t.Errorf("config.json changed although it already had the mapping:\nbefore %s\nafter %s", before, after)
+			// A complete spec is verified and kept; only root.path now names
+			// the ID-mapped rootfs the shim staged for the mapped root.
+			b.Load(t)
+			if !strings.HasPrefix(b.Spec.Root.Path, e.StateDir+"/staging/") {
+				t.Errorf("root.path %s: want the shim's ID-mapped rootfs under %s/staging", b.Spec.Root.Path, e.StateDir)
+			}
+			b.Spec.Root.Path = before.Root.Path
+			if got, want := lcJSON(t, b.Spec), lcJSON(t, &before); got != want {
+				t.Errorf("config.json changed beyond root.path:\nbefore %s\nafter  %s", want, got)
 			}
 		})
 
@@ -640,4 +646,13 @@ func TestLifecycleRunForeground(t *testing.T) {
 		lcShim(e, "delete", "--force", id+"-fail")
 		lcRequireNoRecord(t, e, id+"-fail")
 	})
+}
+
+func lcJSON(t *testing.T, v any) string {
+	t.Helper()
+	data, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(data)
 }

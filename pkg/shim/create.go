@@ -71,13 +71,16 @@ func (s *Shim) create() (int, error) {
 	if rec.Mounts, err = s.idmapMounts(f.Spec, d, users, staging); err != nil {
 		return 0, fmt.Errorf("container %s: %w", s.Inv.ContainerID, err)
 	}
+	if rec.Rootfs, err = s.idmapRootfs(f.Spec, bundle, d, users, staging); err != nil {
+		return 0, fmt.Errorf("container %s: %w", s.Inv.ContainerID, errors.Join(err, staging.Release()))
+	}
 	if err := s.State.Save(rec); err != nil {
 		return 0, errors.Join(err, staging.Release())
 	}
 	// A user namespace joined by path keeps its path and gets its mappings
 	// written out: runc refuses a user namespace without them.
 	addUserNS := d.Source != mapping.SourceSpec
-	if addUserNS || changedMounts(rec.Mounts) {
+	if addUserNS || changedMounts(rec.Mounts) || rec.Rootfs != nil && rec.Rootfs.Treatment == TreatShim {
 		if addUserNS {
 			spec.SetUserNamespace(f.Spec, d.Mapping)
 		}
@@ -90,9 +93,9 @@ func (s *Shim) create() (int, error) {
 	// a foreground run without --keep returned: its record goes.
 	gone := err != nil || code != 0 || (s.Inv.Command == "run" && !s.Inv.Detach && !s.Inv.Keep)
 	if gone {
-		if rerr := s.State.Remove(rec.ID); rerr != nil {
-			log.WithError(rerr).Warn("remove record")
-		}
+		s.forget(rec.ID)
+	} else if kerr := staging.keepRootfsPath(f.Spec.Root.Path); kerr != nil {
+		log.WithError(kerr).Warn("keep the rootfs path for exec")
 	}
 	return code, err
 }
@@ -111,7 +114,7 @@ func changedMounts(recs []state.MountRecord) bool {
 // as soon as the container exists: when create returns, or, for a run, once
 // the runtime reports the container (its process may run for long).
 func (s *Shim) handOver(st *Staging) (int, error) {
-	if len(st.targets) == 0 {
+	if !st.used() {
 		return runtime.Run(s.RuntimePath, s.Inv.Args)
 	}
 	var stop chan struct{}

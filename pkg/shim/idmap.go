@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
@@ -32,6 +33,7 @@ const (
 type Staging struct {
 	dir     string
 	targets []string
+	rootfs  *idmount.Rootfs
 }
 
 // stagingDir is where the ID-mapped copies of container id's mounts wait for
@@ -68,22 +70,87 @@ func (st *Staging) newTarget(dir bool) (string, error) {
 }
 
 // Release detaches every staging mount and removes the staging directory.
-// It keeps going after an error and reports them all.
+// It keeps going after an error and reports them all. Removal is never
+// recursive: a target still mounted (its detach failed) holds a volume,
+// and must not be emptied.
 func (st *Staging) Release() error {
 	if st == nil {
 		return nil
 	}
-	var errs []error
+	errs := []error{st.rootfs.Release()}
 	for _, t := range st.targets {
 		if err := idmount.Detach(t); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, fs.ErrNotExist) {
 			errs = append(errs, err)
+			continue
+		}
+		if err := os.Remove(t); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			errs = append(errs, err)
 		}
 	}
-	if err := os.RemoveAll(st.dir); err != nil {
+	st.targets = nil
+	if err := os.Remove(st.dir); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		errs = append(errs, err)
 	}
-	st.targets = nil
 	return errors.Join(errs...)
+}
+
+// keepRootfsPath leaves an empty directory where the ID-mapped rootfs was
+// staged, for the container's life: runc starts `runc init` for an exec with
+// the rootfs path as its working directory, and fails if it is gone. It
+// holds no mount; forget removes it with the container's record.
+func (st *Staging) keepRootfsPath(specRoot string) error {
+	if st.rootfs == nil || !strings.HasPrefix(specRoot, st.dir+"/") {
+		return nil
+	}
+	return os.MkdirAll(specRoot, 0o711)
+}
+
+// forget removes what the shim keeps of container id once it is gone: its
+// record and the empty directories keepRootfsPath left. Removal is never
+// recursive.
+func (s *Shim) forget(id string) {
+	if err := s.State.Remove(id); err != nil {
+		s.Log.WithError(err).Warn("remove record")
+	}
+	dir := s.stagingDir(id)
+	for _, d := range []string{filepath.Join(dir, "rootfs"), dir} {
+		if err := unix.Rmdir(d); err != nil && !errors.Is(err, unix.ENOENT) {
+			s.Log.WithError(err).WithField("dir", d).Warn("remove staging directory")
+		}
+	}
+}
+
+// used reports whether anything is staged.
+func (st *Staging) used() bool { return len(st.targets) > 0 || st.rootfs != nil }
+
+// idmapRootfs makes the rootfs usable by the container's mapped root (see
+// idmount.PrepareRootfs) and points root.path at the result.
+func (s *Shim) idmapRootfs(sp *specs.Spec, bundle string, d Decision, users *nsexec.UserNSCache, st *Staging) (*state.RootfsRecord, error) {
+	if sp.Root == nil || sp.Root.Path == "" {
+		return nil, nil
+	}
+	root := sp.Root.Path
+	if !filepath.IsAbs(root) {
+		root = filepath.Join(bundle, root)
+	}
+	ns, err := users.Get(d.Mapping)
+	if err != nil {
+		return nil, err
+	}
+	r, err := idmount.PrepareRootfs(root, ns, d.Mapping, st.dir)
+	if err != nil {
+		return nil, fmt.Errorf("rootfs %s: %w", root, err)
+	}
+	st.rootfs = r
+	rec := &state.RootfsRecord{Path: root, Kind: r.Kind, Treatment: TreatShim, Reason: r.Reason}
+	if r.Kind == idmount.RootfsPrepared {
+		rec.Treatment = TreatSkipped
+		return rec, nil
+	}
+	if r.Path != root {
+		sp.Root.Path = r.Path
+	}
+	return rec, nil
 }
 
 // idmapMounts gives every host-backed mount of the spec an ID mapping, as the

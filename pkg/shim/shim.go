@@ -158,9 +158,7 @@ func (s *Shim) delete() (int, error) {
 			return code, nil // it still exists: keep its record
 		}
 	}
-	if rerr := s.State.Remove(id); rerr != nil {
-		s.Log.WithError(rerr).Warn("remove record")
-	}
+	s.forget(id)
 	return code, nil
 }
 
