@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -866,5 +867,39 @@ func TestIDMapNoHostMountsLeft(t *testing.T) {
 			imRequireVolumeMapped(t, e, id, "/vol", vol)
 			imDelete(t, e, id)
 		})
+	})
+}
+
+// TestIDMapRuntimeMode: with idmap = "runtime" the shim only asks the
+// runtime for the ID-mapped mount (the idmap option and the mappings on the
+// mount) and stages nothing. crun 1.8.1 honours the request for a bind
+// mount; runc 1.1.5 ignores it, so the owners inside are checked on crun only.
+func TestIDMapRuntimeMode(t *testing.T) {
+	lcForEachRuntime(t, func(t *testing.T, i int, rt Runtime) {
+		e, b, want := imSetup(t, rt, 14, i, `idmap = "runtime"`, "sleep", "1000")
+		vol := imVolume(t)
+		// A plain bind: crun 1.8.1 ignores ridmap, the recursive form.
+		imAddMount(t, b, imBind("/vol", vol, "bind"))
+		id := "im-rtmode-" + rt.Name
+
+		imCreateStart(t, e, b, id)
+		b.Load(t)
+		var got *specs.Mount
+		for i := range b.Spec.Mounts {
+			if b.Spec.Mounts[i].Destination == "/vol" {
+				got = &b.Spec.Mounts[i]
+			}
+		}
+		if got == nil || got.Source != vol || !slices.Contains(got.Options, "idmap") ||
+			len(got.UIDMappings) != 1 || got.UIDMappings[0] != want {
+			t.Fatalf("mount /vol after create: %+v, want source %s, option idmap and uidMappings %v", got, vol, want)
+		}
+		if m := imInspectMount(t, e, id, "/vol"); m.Treatment != "idmap requested from the runtime" {
+			t.Errorf("shim inspect: /vol treatment %q", m.Treatment)
+		}
+		if rt.Name == "crun" {
+			imRequireVolumeMapped(t, e, id, "/vol", vol)
+		}
+		imDelete(t, e, id)
 	})
 }

@@ -1,0 +1,78 @@
+package spec
+
+import (
+	"testing"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/stretchr/testify/assert"
+
+	"github.com/userns-shim/userns-shim/pkg/mapping"
+)
+
+func TestChooseMounts(t *testing.T) {
+	pod := []specs.LinuxIDMapping{{ContainerID: 0, HostID: 65536, Size: 65536}}
+	own := []specs.LinuxIDMapping{{ContainerID: 0, HostID: 131072, Size: 65536}}
+	container := mapping.Mapping{UIDs: pod, GIDs: pod}
+	s := &specs.Spec{
+		Annotations: map[string]string{mapping.AnnotationNoIDMap: " /raw/ ,/elsewhere"},
+		Mounts: []specs.Mount{
+			{Destination: "/proc", Type: "proc", Source: "proc"},
+			{Destination: "/dev/shm", Type: "tmpfs", Source: "shm"},
+			{Destination: "/sys/fs/cgroup", Type: "cgroup", Source: "cgroup"},
+			{Destination: "/data", Type: "bind", Source: "/var/lib/kubelet/pods/u/volumes/kubernetes.io~empty-dir/data", Options: []string{"rbind"}},
+			{Destination: "/etc/hosts", Source: "/var/lib/kubelet/pods/u/etc-hosts", Options: []string{"bind", "ro"}},
+			{Destination: "/raw", Type: "bind", Source: "/x"},
+			{Destination: "/own", Type: "bind", Source: "/y", UIDMappings: own},
+		},
+	}
+	got := ChooseMounts(s, container)
+	assert.Len(t, got, 7)
+	for _, i := range []int{0, 1, 2} {
+		assert.Contains(t, got[i].Skip, "made by the runtime inside the container", s.Mounts[i].Destination)
+	}
+	assert.Empty(t, got[3].Skip)
+	assert.Equal(t, container, got[3].Mapping)
+	assert.Empty(t, got[4].Skip, "a file bind without type is host-backed")
+	assert.Contains(t, got[5].Skip, mapping.AnnotationNoIDMap)
+	assert.Empty(t, got[6].Skip)
+	assert.Equal(t, mapping.Mapping{UIDs: own, GIDs: own}, got[6].Mapping, "a mount keeps its own mapping")
+}
+
+func TestStripAndRequestIDMap(t *testing.T) {
+	mp := []specs.LinuxIDMapping{{ContainerID: 0, HostID: 65536, Size: 65536}}
+	m := specs.Mount{Destination: "/v", Type: "bind", Source: "/s", Options: []string{"rbind", "idmap", "ridmap=uids=0-65536-1", "ro"}, UIDMappings: mp, GIDMappings: mp}
+	orig := append([]string(nil), m.Options...)
+	StripIDMap(&m)
+	assert.Equal(t, []string{"rbind", "ro"}, m.Options)
+	assert.Nil(t, m.UIDMappings)
+	assert.Nil(t, m.GIDMappings)
+
+	m.Options = orig
+	RequestRuntimeIDMap(&m, mapping.Mapping{UIDs: mp, GIDs: mp})
+	assert.Equal(t, []string{"rbind", "ro", "ridmap"}, m.Options, "rbind asks for a recursive mapping")
+	assert.Equal(t, mp, m.UIDMappings)
+
+	b := specs.Mount{Destination: "/b", Type: "bind", Source: "/s", Options: []string{"bind"}}
+	RequestRuntimeIDMap(&b, mapping.Mapping{UIDs: mp, GIDs: mp})
+	assert.Equal(t, []string{"bind", "idmap"}, b.Options)
+}
+
+func TestKubeletVolume(t *testing.T) {
+	tests := []struct {
+		source, plugin, name string
+		ok                   bool
+	}{
+		{"/var/lib/kubelet/pods/u1/volumes/kubernetes.io~empty-dir/cache", "kubernetes.io~empty-dir", "cache", true},
+		{"/var/lib/kubelet/pods/u1/volumes/kubernetes.io~secret/token/sub/dir", "kubernetes.io~secret", "token", true},
+		{"/var/lib/kubelet/pods/u1/etc-hosts", "", "", false},
+		{"/var/lib/kubelet/pods/u1/volumes/kubernetes.io~empty-dir", "", "", false},
+		{"/srv/data", "", "", false},
+		{"/var/lib/kubelet/../kubelet/pods/u1/volumes/p/n", "p", "n", true},
+	}
+	for _, tc := range tests {
+		plugin, name, ok := KubeletVolume("/var/lib/kubelet/", tc.source)
+		assert.Equal(t, tc.ok, ok, tc.source)
+		assert.Equal(t, tc.plugin, plugin, tc.source)
+		assert.Equal(t, tc.name, name, tc.source)
+	}
+}
