@@ -11,6 +11,7 @@ have busybox || need="$need busybox-static"
 have jq || need="$need jq"
 have unshare || need="$need util-linux"
 have gcc || need="$need gcc"
+have rsvg-convert || need="$need librsvg2-bin"  # make bench: PNG plots
 if [ -n "$need" ]; then
 	if [ "$(id -u)" != 0 ]; then
 		echo "missing:$need; run as root or install them: apt-get install$need" >&2

@@ -2,17 +2,30 @@
 // runtime. It is not shipped. Run it as root from inside the repository:
 //
 //	go run ./hack/bench [-n 30] [-stub-n 100] [-runtime runc|crun] [-o FILE] [-raw FILE.csv] [-shim BIN]
+//	                    [-parts cycle,stub,volumes,rootfs] [-vol-n 20] [-volumes 0,1,10,50,100]
+//	                    [-rootfs-n 200] [-chown-n 7] [-rootfs-files 1000,10000,100000] [-img-size 2048]
 //
 // It builds the shim and hack/bench/noopwrapper (a Go program that only execs
 // the runtime: the floor of any Go wrapper) with -ldflags "-s -w", makes a
-// busybox-static bundle, and compares four variants:
+// busybox-static bundle, and compares these variants:
 //
-//	bare      the runtime itself
-//	noop      noopwrapper over the runtime
-//	shim      userns-shim in passthrough (no mapping source in config.json)
-//	shim+map  userns-shim with a userns-shim.io/uid-mappings annotation
+//	bare                   the runtime itself
+//	noop                   noopwrapper over the runtime
+//	shim                   userns-shim in passthrough (no mapping source in config.json)
+//	shim+map               userns-shim with a userns-shim.io/uid-mappings annotation: a user
+//	                       namespace, the directory rootfs ID-mapped by the shim
+//	shim+map+rootfs+10vol  the same plus 10 bind-mount volumes the shim ID-maps
+//	bare+userns            the runtime with the same mapping written in config.json (no shim,
+//	                       no ID-mapped mounts): what the runtime's own user namespace costs
+//	bare+10vol             the runtime with the same 10 bind-mount volumes, no user namespace
 //
-// Phase 1, container cycles: -n rounds (after -warmup rounds that are not
+// The shims' state_dir is on a tmpfs the bench mounts in its work directory
+// (staging directories on a disk filesystem cost a millisecond or more per
+// mkdir), as /run is on a normal node.
+//
+// -parts selects what runs (default all):
+//
+// cycle, container cycles: -n rounds (after -warmup rounds that are not
 // recorded); each round runs one cycle of every variant, in a freshly
 // shuffled order. A cycle is `create --bundle B --pid-file P ID`, `start ID`,
 // wait for the container's init to exit, `delete ID`. The wait is
@@ -24,16 +37,40 @@
 // (untimed) config.json is put back to its original bytes, because the
 // mapping variant rewrites it.
 //
-// Phase 2, per call: the same command lines and config.json, -stub-n rounds,
+// stub, per call: the same command lines and config.json, -stub-n rounds,
 // with the runtime replaced by busybox's true, which exits at once. A real
 // runc create varies by several ms from call to call on a busy machine; the
 // stub isolates what each wrapper itself costs per call, to well under
 // 0.1 ms.
 //
+// volumes, growth with volumes: container cycles (-vol-n rounds) of the shim
+// with a mapping and of the bare runtime, each with 0, 1, 10, 50 and 100
+// bind-mount volumes (-volumes), interleaved, plus the shim's create with as
+// many volumes against the stub runtime (-stub-n rounds): ms per volume.
+//
+// rootfs, growth with image size: trees of 1k, 10k and 100k files (-rootfs-files;
+// a busybox rootfs plus that many small files) are built once on an ext4
+// image of its own (-img-size MiB, loop-mounted in the work directory, removed
+// at the end: mass deletes on the root filesystem would slow down everything
+// after them). The bench then calls idmount.PrepareRootfs and Release itself,
+// with one user-namespace fd from nsexec.OpenUserNS (as the shim does), for
+// each tree as a directory rootfs and as the lower layer of an overlay
+// mounted for the round, and, for reference, the plain unmount of such an
+// overlay (-rootfs-n rounds, every case once a round, shuffled), and times
+// `chown -R` of each tree to the mapped root (-chown-n rounds; the
+// owners are put back, untimed, after each). Last, end-to-end container
+// cycles (-n rounds) on overlay and directory rootfs of those trees, through
+// the bare runtime and the shim with a mapping.
+//
 // The report gives medians with p25/p75, per-round paired differences,
 // ratios to the bare runtime, and PASS/MISS for the targets (never a failing
-// exit status): shim passthrough cycle <= 1.10 x bare, and shim passthrough
-// within 1 ms per call of the noop floor, with bootstrap intervals.
+// exit status): shim passthrough cycle <= 1.10 x bare, shim passthrough
+// within 1 ms per call of the noop floor, shim with user namespace + rootfs +
+// 10 volumes <= 1.20 x bare, rootfs handling at 100k files <= 1.1 x its time
+// at 1k, and chown -R at 100k files >= 400 x the rootfs handling there, with
+// bootstrap intervals. With -o, the report is written to FILE and, next to
+// it, bench-rootfs.csv and the plots bench-rootfs.svg and bench-volumes.svg,
+// with PNG copies when rsvg-convert (Debian: librsvg2-bin) is installed.
 //
 // With -runtime crun on a host with the hybrid cgroup layout, the bench
 // re-executes itself once inside a private mount namespace with the cgroup2
@@ -66,11 +103,17 @@ import (
 const (
 	annotationUIDMappings = "userns-shim.io/uid-mappings"
 	benchMapping          = "0:200000:65536"
+	benchHostID           = 200000 // benchMapping's host ID of container ID 0
+	benchSize             = 65536
 	envInNamespace        = "USERNS_SHIM_BENCH_IN_MOUNTNS"
 	cgroup2Hybrid         = "/sys/fs/cgroup/unified"
 
-	targetCycleRatio = 1.10 // shim passthrough cycle / bare runtime cycle
-	targetPerCallMs  = 1.0  // shim passthrough - noop floor, per call
+	targetCycleRatio    = 1.10 // shim passthrough cycle / bare runtime cycle
+	targetPerCallMs     = 1.0  // shim passthrough - noop floor, per call
+	targetVolCycleRatio = 1.20 // shim+map+rootfs+10vol cycle / bare runtime cycle
+	targetRootfsGrowth  = 1.1  // rootfs handling at the largest tree / at the smallest
+	targetChownFactor   = 400  // chown -R / rootfs handling, at the largest tree
+	cycleVolumes        = 10   // volumes of the shim+map+rootfs+10vol variant
 )
 
 type options struct {
@@ -86,7 +129,16 @@ type options struct {
 	keep       bool
 	shim       string
 	compare    string
+	parts      map[string]bool
+	volRounds  int
+	volCounts  []int
+	rootRounds int
+	chownRuns  int
+	treeSizes  []int
+	imgMiB     int
 }
+
+var allParts = []string{"cycle", "stub", "volumes", "rootfs"}
 
 func main() {
 	var o options
@@ -102,9 +154,30 @@ func main() {
 	flag.BoolVar(&o.keep, "keep", false, "keep the temporary directory")
 	flag.StringVar(&o.shim, "shim", "", "use this prebuilt userns-shim binary instead of building ./cmd/userns-shim")
 	flag.StringVar(&o.compare, "compare", "", "add variant shim-b: this other userns-shim binary in passthrough, interleaved with the rest (A/B of two builds)")
+	parts := flag.String("parts", strings.Join(allParts, ","), "what to run: a comma-separated subset of "+strings.Join(allParts, ","))
+	flag.IntVar(&o.volRounds, "vol-n", 20, "measured container rounds of the volumes part")
+	volumes := flag.String("volumes", "0,1,10,50,100", "volume counts of the volumes part")
+	flag.IntVar(&o.rootRounds, "rootfs-n", 200, "rounds of direct rootfs handling (PrepareRootfs + Release) in the rootfs part")
+	flag.IntVar(&o.chownRuns, "chown-n", 7, "timed `chown -R` runs per tree in the rootfs part")
+	sizes := flag.String("rootfs-files", "1000,10000,100000", "tree sizes (files) of the rootfs part")
+	flag.IntVar(&o.imgMiB, "img-size", 2048, "size in MiB of the ext4 image that holds the rootfs part's trees")
 	flag.Parse()
-	if o.rounds < 1 || o.stubRounds < 1 || o.warmup < 0 {
-		die(errors.New("-n and -stub-n must be at least 1 and -warmup at least 0"))
+	if o.rounds < 1 || o.stubRounds < 1 || o.warmup < 0 || o.volRounds < 1 || o.rootRounds < 1 || o.chownRuns < 1 {
+		die(errors.New("-n, -stub-n, -vol-n, -rootfs-n and -chown-n must be at least 1 and -warmup at least 0"))
+	}
+	o.parts = map[string]bool{}
+	for _, p := range strings.Split(*parts, ",") {
+		if p = strings.TrimSpace(p); !slices.Contains(allParts, p) {
+			die(fmt.Errorf("-parts: unknown part %q (known: %s)", p, strings.Join(allParts, ",")))
+		}
+		o.parts[p] = true
+	}
+	var err error
+	if o.volCounts, err = intList(*volumes, 0); err != nil {
+		die(fmt.Errorf("-volumes: %w", err))
+	}
+	if o.treeSizes, err = intList(*sizes, 1); err != nil || len(o.treeSizes) < 2 {
+		die(fmt.Errorf("-rootfs-files: at least two sizes: %v", err))
 	}
 	if o.seed == 0 {
 		o.seed = uint64(time.Now().UnixNano())
@@ -171,6 +244,19 @@ type variant struct {
 	pid    string // --pid-file
 	log    *os.File
 	ids    int
+	// before and after, when set, run around every cycle, untimed: they
+	// mount and unmount an overlay rootfs, as a CRI runtime would.
+	before, after func() error
+}
+
+// idName turns a variant name into container-ID characters.
+func idName(name string) string {
+	return strings.Map(func(r rune) rune {
+		if r == '-' || r == '.' || r == '_' || 'a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9' {
+			return r
+		}
+		return '-'
+	}, name)
 }
 
 // sample is one measured cycle, in seconds.
@@ -199,11 +285,20 @@ func run(o options, rtPath string) error {
 	if err != nil {
 		return err
 	}
-	if o.keep {
-		fmt.Fprintln(os.Stderr, "bench: work dir", dir)
-	} else {
-		defer os.RemoveAll(dir)
-	}
+	// Whatever is still mounted below dir at the end is unmounted (and
+	// named: the shim leaving a staging mount is a bug), and dir is removed
+	// only when nothing is mounted there any more.
+	defer func() {
+		left := unmountBelow(dir)
+		switch {
+		case o.keep:
+			fmt.Fprintln(os.Stderr, "bench: kept work dir", dir)
+		case left:
+			fmt.Fprintln(os.Stderr, "bench: NOT removing", dir, "because something is still mounted below it")
+		default:
+			os.RemoveAll(dir)
+		}
+	}()
 	// The container's mapped root must be able to reach its rootfs.
 	for d := dir; d != "/" && d != "."; d = filepath.Dir(d) {
 		if st, err := os.Stat(d); err == nil && st.Mode().Perm()&0o005 != 0o005 {
@@ -214,6 +309,15 @@ func run(o options, rtPath string) error {
 				return err
 			}
 		}
+	}
+	// The shims' state_dir (records and staging mount points) on a tmpfs,
+	// as /run is on a node: a mkdir on this machine's root ext4 costs ~1 ms.
+	stateRoot := filepath.Join(dir, "run")
+	if err := os.Mkdir(stateRoot, 0o755); err != nil {
+		return err
+	}
+	if err := unix.Mount("tmpfs", stateRoot, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0755,size=64m"); err != nil {
+		return fmt.Errorf("mount a tmpfs for the state dirs on %s: %w", stateRoot, err)
 	}
 
 	fmt.Fprintln(os.Stderr, "bench: building the shim and the noop wrapper")
@@ -241,7 +345,31 @@ func run(o options, rtPath string) error {
 		}
 	}
 
-	rootfs, plain, mapped, err := makeBundles(dir, rtPath)
+	maxVol := cycleVolumes
+	for _, n := range o.volCounts {
+		maxVol = max(maxVol, n)
+	}
+	rootfs, sd, err := makeBundles(dir, rtPath, maxVol)
+	if err != nil {
+		return err
+	}
+	plain, err := sd.write("bundle", bundleOpts{})
+	if err != nil {
+		return err
+	}
+	mapped, err := sd.write("bundle-map", bundleOpts{annotations: mapAnnotation()})
+	if err != nil {
+		return err
+	}
+	mapped10, err := sd.write("bundle-map-10vol", bundleOpts{annotations: mapAnnotation(), volumes: cycleVolumes})
+	if err != nil {
+		return err
+	}
+	plain10, err := sd.write("bundle-10vol", bundleOpts{volumes: cycleVolumes})
+	if err != nil {
+		return err
+	}
+	userns, err := sd.write("bundle-userns", bundleOpts{userns: true})
 	if err != nil {
 		return err
 	}
@@ -257,51 +385,51 @@ func run(o options, rtPath string) error {
 	}
 
 	rtName := filepath.Base(rtPath)
-	mkSet := func(set, rt string) ([]*variant, error) {
-		type def struct {
-			name, desc, bin string
-			b               bundleFile
-		}
-		defs := []def{
-			{"bare", rtName + " itself", rt, plain},
-			{"noop", "do-nothing Go exec wrapper over " + rtName, noopBin, plain},
-			{"shim", "userns-shim passthrough (no mapping source)", shimBin, plain},
-			{"shim+map", "userns-shim with annotation " + annotationUIDMappings + "=" + benchMapping, shimBin, mapped},
-		}
-		if compareBin != "" {
-			defs = append(defs, def{"shim-b", "`" + o.compare + "` passthrough (-compare)", compareBin, plain})
-		}
+	mk := &maker{dir: dir, stateRoot: stateRoot}
+	type def struct {
+		name, desc, bin string
+		b               bundleFile
+	}
+	mkSet := func(set, rt string, defs []def) ([]*variant, error) {
 		var vs []*variant
 		for _, v := range defs {
-			vd := filepath.Join(dir, set+"-"+strings.ReplaceAll(v.name, "+", "-"))
-			if err := os.MkdirAll(vd, 0o755); err != nil {
-				return nil, err
-			}
-			cfg := filepath.Join(vd, "shim.toml")
-			toml := fmt.Sprintf("runtime = %q\nstate_dir = %q\n", rt, filepath.Join(vd, "state"))
-			if err := os.WriteFile(cfg, []byte(toml), 0o644); err != nil {
-				return nil, err
-			}
-			log, err := os.Create(filepath.Join(vd, "output.log"))
+			nv, err := mk.variant(set, v.name, v.desc, v.bin, rt, v.b)
 			if err != nil {
 				return nil, err
 			}
-			vs = append(vs, &variant{
-				name: v.name, desc: v.desc, bin: v.bin,
-				env:    append(os.Environ(), "NOOP_WRAPPER_RUNTIME="+rt, "USERNS_SHIM_CONFIG="+cfg),
-				root:   filepath.Join(vd, "root"),
-				bundle: v.b.dir, config: v.b.data,
-				pid: filepath.Join(vd, "init.pid"),
-				log: log,
-			})
+			vs = append(vs, nv)
 		}
 		return vs, nil
 	}
-	vs, err := mkSet("real", rtPath)
+	defs := []def{
+		{"bare", rtName + " itself", rtPath, plain},
+		{"noop", "do-nothing Go exec wrapper over " + rtName, noopBin, plain},
+		{"shim", "userns-shim passthrough (no mapping source)", shimBin, plain},
+		{"shim+map", "userns-shim with annotation " + annotationUIDMappings + "=" + benchMapping + " (user namespace; the directory rootfs ID-mapped by the shim)", shimBin, mapped},
+		{"shim+map+rootfs+10vol", fmt.Sprintf("shim+map plus %d bind-mount volumes (a directory with one file each) that the shim ID-maps", cycleVolumes), shimBin, mapped10},
+		{"bare+userns", rtName + " itself with the same mapping in config.json (user namespace, no ID-mapped mounts)", rtPath, userns},
+		{"bare+10vol", fmt.Sprintf("%s itself with the same %d bind-mount volumes, no user namespace", rtName, cycleVolumes), rtPath, plain10},
+	}
+	if compareBin != "" {
+		defs = append(defs, def{"shim-b", "`" + o.compare + "` passthrough (-compare)", compareBin, plain})
+	}
+	// The stub runs bare's command line with busybox true as the binary;
+	// the other bare variants would only repeat it.
+	var stubDefs []def
+	for _, d := range defs {
+		if d.bin == rtPath {
+			if d.name != "bare" {
+				continue
+			}
+			d.bin = stubPath
+		}
+		stubDefs = append(stubDefs, d)
+	}
+	vs, err := mkSet("real", rtPath, defs)
 	if err != nil {
 		return err
 	}
-	stubs, err := mkSet("stub", stubPath)
+	stubs, err := mkSet("stub", stubPath, stubDefs)
 	if err != nil {
 		return err
 	}
@@ -315,9 +443,17 @@ func run(o options, rtPath string) error {
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
 
 	// Check every variant once, with a readable error, before timing anything.
-	for _, v := range vs {
-		if _, err := v.cycle(); err != nil {
-			return fmt.Errorf("variant %s does not work: %w", v.name, err)
+	check := func(vs []*variant) error {
+		for _, v := range vs {
+			if _, err := v.cycle(); err != nil {
+				return fmt.Errorf("variant %s does not work: %w", v.name, err)
+			}
+		}
+		return nil
+	}
+	if o.parts["cycle"] || o.parts["stub"] {
+		if err := check(vs); err != nil {
+			return err
 		}
 	}
 
@@ -348,17 +484,54 @@ func run(o options, rtPath string) error {
 		}
 		return samples, nil
 	}
-	samples, err := rounds("containers", vs, o.rounds, o.warmup, (*variant).cycle)
-	if err != nil {
+	res := &results{vs: vs, stubs: stubs, rtName: rtName}
+	timed := func(part string, f func() error) error {
+		if !o.parts[part] {
+			return nil
+		}
+		t := time.Now()
+		err := f()
+		res.durations = append(res.durations, partTime{part, time.Since(t)})
 		return err
 	}
-	stubSamples, err := rounds("stub runtime", stubs, o.stubRounds, o.warmup, (*variant).stubCycle)
-	if err != nil {
+	if err := timed("cycle", func() (err error) {
+		res.samples, err = rounds("containers", vs, o.rounds, o.warmup, (*variant).cycle)
 		return err
+	}); err != nil {
+		return err
+	}
+	if err := timed("stub", func() (err error) {
+		res.stub, err = rounds("stub runtime", stubs, o.stubRounds, o.warmup, (*variant).stubCycle)
+		return err
+	}); err != nil {
+		return err
+	}
+	if err := timed("volumes", func() (err error) {
+		res.vol, err = runVolumes(o, mk, sd, rtPath, shimBin, stubPath, check, rounds)
+		return err
+	}); err != nil {
+		return err
+	}
+	if err := timed("rootfs", func() (err error) {
+		res.rfs, err = runRootfs(o, mk, sd, dir, rootfs, rtPath, shimBin, rng, sigs, check, rounds)
+		return err
+	}); err != nil {
+		return err
+	}
+	if left := mountsBelow(stateRoot); len(left) > 0 {
+		return fmt.Errorf("the shim left mounts in its state dir: %s", strings.Join(left, ", "))
 	}
 
 	info := machineInfo(rtPath, shimBin, noopBin)
-	report := render(o, info, vs, samples, stubSamples)
+	var files []string
+	if o.out != "" {
+		outDir := filepath.Dir(o.out)
+		if files, err = writeArtifacts(outDir, res); err != nil {
+			return err
+		}
+		res.artifacts = files
+	}
+	report := render(o, info, res)
 	fmt.Print(report)
 	if o.out != "" {
 		if err := os.WriteFile(o.out, []byte(report), 0o644); err != nil {
@@ -366,28 +539,163 @@ func run(o options, rtPath string) error {
 		}
 	}
 	if o.raw != "" {
-		if err := writeRaw(o.raw, vs, samples, stubSamples); err != nil {
+		if err := writeRaw(o.raw, res); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
+// maker makes variants: each its own directory, --root, shim.toml (with
+// state_dir on the bench's tmpfs) and output log.
+type maker struct {
+	dir, stateRoot string
+}
+
+func (mk *maker) variant(set, name, desc, bin, rt string, b bundleFile) (*variant, error) {
+	vd := filepath.Join(mk.dir, set+"-"+idName(name))
+	if err := os.MkdirAll(vd, 0o755); err != nil {
+		return nil, err
+	}
+	cfg := filepath.Join(vd, "shim.toml")
+	toml := fmt.Sprintf("runtime = %q\nstate_dir = %q\n", rt, filepath.Join(mk.stateRoot, set+"-"+idName(name)))
+	if err := os.WriteFile(cfg, []byte(toml), 0o644); err != nil {
+		return nil, err
+	}
+	log, err := os.Create(filepath.Join(vd, "output.log"))
+	if err != nil {
+		return nil, err
+	}
+	return &variant{
+		name: name, desc: desc, bin: bin,
+		env:    append(os.Environ(), "NOOP_WRAPPER_RUNTIME="+rt, "USERNS_SHIM_CONFIG="+cfg),
+		root:   filepath.Join(vd, "root"),
+		bundle: b.dir, config: b.data,
+		pid: filepath.Join(vd, "init.pid"),
+		log: log,
+	}, nil
+}
+
+type partTime struct {
+	part string
+	d    time.Duration
+}
+
+// results is everything one run measured; parts that did not run are empty.
+type results struct {
+	rtName        string
+	vs, stubs     []*variant
+	samples, stub map[string][]sample
+	vol           *volumeResult
+	rfs           *rootfsResult
+	durations     []partTime
+	artifacts     []string // files written next to -o
+}
+
+type roundsFunc func(what string, vs []*variant, n, warmup int, step func(*variant) (sample, error)) (map[string][]sample, error)
+
+// mountsBelow returns the mount points below dir, deepest last.
+func mountsBelow(dir string) []string {
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, l := range strings.Split(string(data), "\n") {
+		f := strings.Fields(l)
+		if len(f) < 5 {
+			continue
+		}
+		mp := unescapeMountinfo(f[4])
+		if strings.HasPrefix(mp, dir+"/") {
+			out = append(out, mp)
+		}
+	}
+	return out
+}
+
+func unescapeMountinfo(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(n))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+// unmountBelow unmounts (lazily) everything mounted below dir, last mounted
+// first, naming what is not one of the bench's own mounts. It reports
+// whether something could not be unmounted.
+func unmountBelow(dir string) (left bool) {
+	mps := mountsBelow(dir)
+	for i := len(mps) - 1; i >= 0; i-- {
+		mp := mps[i]
+		own := mp == filepath.Join(dir, "run") || mp == filepath.Join(dir, "img")
+		if !own {
+			fmt.Fprintln(os.Stderr, "bench: unmounting leftover", mp)
+		}
+		if err := unix.Unmount(mp, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
+			fmt.Fprintf(os.Stderr, "bench: umount %s: %v\n", mp, err)
+			left = true
+		}
+	}
+	return left || len(mountsBelow(dir)) > 0
+}
+
+// intList parses "1,2,3" into distinct ints >= min, sorted.
+func intList(s string, min int) ([]int, error) {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil {
+			return nil, err
+		}
+		if n < min {
+			return nil, fmt.Errorf("%d is less than %d", n, min)
+		}
+		if !slices.Contains(out, n) {
+			out = append(out, n)
+		}
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
 // cycle runs create, start, wait for exit and delete of a fresh container.
 func (v *variant) cycle() (s sample, err error) {
 	v.ids++
-	id := fmt.Sprintf("bench-%s-%d", strings.ReplaceAll(v.name, "+", "-"), v.ids)
-	// Outside the timing: the original config.json, no old pid file.
+	id := fmt.Sprintf("bench-%s-%d", idName(v.name), v.ids)
+	// Outside the timing: the original config.json, no old pid file, the
+	// rootfs mounted if the variant mounts one.
 	if err := os.WriteFile(filepath.Join(v.bundle, "config.json"), v.config, 0o644); err != nil {
 		return s, err
 	}
 	os.Remove(v.pid)
+	if v.before != nil {
+		if err := v.before(); err != nil {
+			return s, err
+		}
+	}
 	created := false
 	defer func() {
 		if err != nil && created {
 			v.call("delete", "--force", id) //nolint:errcheck // best effort
 		}
 		reapStrays()
+		if v.after != nil {
+			if aerr := v.after(); aerr != nil && err == nil {
+				err = aerr
+			}
+		}
 	}()
 
 	var cpu [3]float64
@@ -435,7 +743,7 @@ func (v *variant) cycle() (s sample, err error) {
 // same command lines and config.json as a real cycle, no container.
 func (v *variant) stubCycle() (s sample, err error) {
 	v.ids++
-	id := fmt.Sprintf("stub-%s-%d", strings.ReplaceAll(v.name, "+", "-"), v.ids)
+	id := fmt.Sprintf("stub-%s-%d", idName(v.name), v.ids)
 	if err := os.WriteFile(filepath.Join(v.bundle, "config.json"), v.config, 0o644); err != nil {
 		return s, err
 	}
@@ -515,40 +823,31 @@ type bundleFile struct {
 	data []byte
 }
 
-// makeBundles makes one busybox-static rootfs and two bundles that use it:
-// plain (runc spec, /bin/true, no terminal) and mapped (the same plus the
-// shim's mapping annotation).
-func makeBundles(dir, rtPath string) (rootfs string, plain, mapped bundleFile, err error) {
+// makeBundles makes one busybox-static rootfs, with mount points /vol/0 ..
+// /vol/<volumes-1> and as many volume directories (one file each) below
+// dir/volumes, and the spec its bundles share (see specDoc.write).
+func makeBundles(dir, rtPath string, volumes int) (rootfs string, sd *specDoc, err error) {
 	bb, err := exec.LookPath("busybox")
 	if err != nil {
-		return "", plain, mapped, fmt.Errorf("busybox: %w (apt-get install busybox-static)", err)
+		return "", nil, fmt.Errorf("busybox: %w (apt-get install busybox-static)", err)
 	}
 	rootfs = filepath.Join(dir, "rootfs")
-	for _, d := range []string{"bin", "proc", "sys", "dev", "etc", "tmp", "root", "run"} {
-		if err := os.MkdirAll(filepath.Join(rootfs, d), 0o755); err != nil {
-			return "", plain, mapped, err
+	if err := populateRootfs(rootfs, bb); err != nil {
+		return "", nil, err
+	}
+	sd = &specDoc{dir: dir, rootfs: rootfs}
+	for i := 0; i < volumes; i++ {
+		src := filepath.Join(dir, "volumes", strconv.Itoa(i))
+		if err := os.MkdirAll(src, 0o755); err != nil {
+			return "", nil, err
 		}
-	}
-	os.Chmod(filepath.Join(rootfs, "tmp"), 0o1777)
-	data, err := os.ReadFile(bb)
-	if err != nil {
-		return "", plain, mapped, err
-	}
-	if err := os.WriteFile(filepath.Join(rootfs, "bin", "busybox"), data, 0o755); err != nil {
-		return "", plain, mapped, err
-	}
-	for _, c := range []string{"sh", "true", "echo", "cat", "ls", "id", "sleep"} {
-		if err := os.Symlink("busybox", filepath.Join(rootfs, "bin", c)); err != nil {
-			return "", plain, mapped, err
+		if err := os.WriteFile(filepath.Join(src, "file"), []byte("volume "+strconv.Itoa(i)+"\n"), 0o644); err != nil {
+			return "", nil, err
 		}
-	}
-	for f, content := range map[string]string{
-		"etc/hosts": "127.0.0.1 localhost\n", "etc/hostname": "bench\n", "etc/resolv.conf": "",
-		"etc/passwd": "root:x:0:0:root:/root:/bin/sh\n", "etc/group": "root:x:0:\n",
-	} {
-		if err := os.WriteFile(filepath.Join(rootfs, f), []byte(content), 0o644); err != nil {
-			return "", plain, mapped, err
+		if err := os.MkdirAll(filepath.Join(rootfs, "vol", strconv.Itoa(i)), 0o755); err != nil {
+			return "", nil, err
 		}
+		sd.volumes = append(sd.volumes, src)
 	}
 
 	// config.json from `runc spec` (crun's if runc is missing).
@@ -558,53 +857,124 @@ func makeBundles(dir, rtPath string) (rootfs string, plain, mapped bundleFile, e
 	}
 	tmp := filepath.Join(dir, "spec")
 	if err := os.MkdirAll(tmp, 0o755); err != nil {
-		return "", plain, mapped, err
+		return "", nil, err
 	}
 	if out, err := exec.Command(gen, "spec", "--bundle", tmp).CombinedOutput(); err != nil {
-		return "", plain, mapped, fmt.Errorf("%s spec: %w: %s", gen, err, out)
+		return "", nil, fmt.Errorf("%s spec: %w: %s", gen, err, out)
 	}
-	raw, err := os.ReadFile(filepath.Join(tmp, "config.json"))
+	if sd.raw, err = os.ReadFile(filepath.Join(tmp, "config.json")); err != nil {
+		return "", nil, err
+	}
+	return rootfs, sd, nil
+}
+
+// populateRootfs makes a busybox-static rootfs at root: /bin/busybox and a
+// few applets, the directories a runtime mounts on, and the /etc files a
+// user-namespaced container cannot create in a rootfs it does not own.
+func populateRootfs(root, busybox string) error {
+	for _, d := range []string{"bin", "proc", "sys", "dev", "etc", "tmp", "root", "run"} {
+		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
+			return err
+		}
+	}
+	os.Chmod(filepath.Join(root, "tmp"), 0o1777)
+	data, err := os.ReadFile(busybox)
 	if err != nil {
-		return "", plain, mapped, err
+		return err
 	}
+	if err := os.WriteFile(filepath.Join(root, "bin", "busybox"), data, 0o755); err != nil {
+		return err
+	}
+	for _, c := range []string{"sh", "true", "echo", "cat", "ls", "id", "sleep"} {
+		if err := os.Symlink("busybox", filepath.Join(root, "bin", c)); err != nil {
+			return err
+		}
+	}
+	for f, content := range map[string]string{
+		"etc/hosts": "127.0.0.1 localhost\n", "etc/hostname": "bench\n", "etc/resolv.conf": "",
+		"etc/passwd": "root:x:0:0:root:/root:/bin/sh\n", "etc/group": "root:x:0:\n",
+	} {
+		if err := os.WriteFile(filepath.Join(root, f), []byte(content), 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// specDoc is the `runc spec` document every bundle starts from.
+type specDoc struct {
+	dir     string
+	rootfs  string   // the shared busybox rootfs
+	volumes []string // volume sources, mounted at /vol/<i>
+	raw     []byte
+}
+
+// bundleOpts says how one bundle differs from the plain one (runc's spec,
+// /bin/true, no terminal, the shared rootfs).
+type bundleOpts struct {
+	annotations map[string]string
+	volumes     int    // bind-mount the first volumes volumes at /vol/<i>
+	userns      bool   // a user namespace with benchMapping in config.json itself
+	rootfs      string // root.path instead of the shared rootfs
+}
+
+func mapAnnotation() map[string]string {
+	return map[string]string{annotationUIDMappings: benchMapping}
+}
+
+// write makes bundle dir/name and returns its directory and config.json
+// (which the caller writes before every cycle).
+func (sd *specDoc) write(name string, bo bundleOpts) (bundleFile, error) {
 	var doc map[string]any
-	if err := json.Unmarshal(raw, &doc); err != nil {
-		return "", plain, mapped, err
+	if err := json.Unmarshal(sd.raw, &doc); err != nil {
+		return bundleFile{}, err
 	}
 	proc, ok := doc["process"].(map[string]any)
 	root, ok2 := doc["root"].(map[string]any)
-	if !ok || !ok2 {
-		return "", plain, mapped, errors.New("spec has no process or root")
+	linux, ok3 := doc["linux"].(map[string]any)
+	if !ok || !ok2 || !ok3 {
+		return bundleFile{}, errors.New("spec has no process, root or linux")
 	}
 	proc["args"] = []string{"/bin/true"}
 	proc["terminal"] = false
-	root["path"] = rootfs
+	root["path"] = sd.rootfs
+	if bo.rootfs != "" {
+		root["path"] = bo.rootfs
+	}
+	if bo.annotations != nil {
+		doc["annotations"] = bo.annotations
+	}
+	if bo.volumes > len(sd.volumes) {
+		return bundleFile{}, fmt.Errorf("bundle %s: %d volumes, only %d made", name, bo.volumes, len(sd.volumes))
+	}
+	mounts, _ := doc["mounts"].([]any)
+	for i := 0; i < bo.volumes; i++ {
+		mounts = append(mounts, map[string]any{
+			"destination": "/vol/" + strconv.Itoa(i), "type": "bind", "source": sd.volumes[i],
+			"options": []string{"rbind", "rprivate", "rw"},
+		})
+	}
+	doc["mounts"] = mounts
+	if bo.userns {
+		m := []map[string]any{{"containerID": 0, "hostID": benchHostID, "size": benchSize}}
+		nss, _ := linux["namespaces"].([]any)
+		linux["namespaces"] = append(nss, map[string]any{"type": "user"})
+		linux["uidMappings"], linux["gidMappings"] = m, m
+	}
 
-	write := func(name string, annotations map[string]string) (bundleFile, error) {
-		b := filepath.Join(dir, name)
-		if err := os.MkdirAll(b, 0o755); err != nil {
-			return bundleFile{}, err
-		}
-		if annotations != nil {
-			doc["annotations"] = annotations
-		} else {
-			delete(doc, "annotations")
-		}
-		// No HTML escaping: a \u escape makes the shim decode the spec.
-		var buf bytes.Buffer
-		enc := json.NewEncoder(&buf)
-		enc.SetEscapeHTML(false)
-		enc.SetIndent("", "\t")
-		if err := enc.Encode(doc); err != nil {
-			return bundleFile{}, err
-		}
-		return bundleFile{dir: b, data: buf.Bytes()}, nil
+	b := filepath.Join(sd.dir, name)
+	if err := os.MkdirAll(b, 0o755); err != nil {
+		return bundleFile{}, err
 	}
-	if plain, err = write("bundle", nil); err != nil {
-		return "", plain, mapped, err
+	// No HTML escaping: a \u escape makes the shim decode the spec.
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	enc.SetIndent("", "\t")
+	if err := enc.Encode(doc); err != nil {
+		return bundleFile{}, err
 	}
-	mapped, err = write("bundle-map", map[string]string{annotationUIDMappings: benchMapping})
-	return rootfs, plain, mapped, err
+	return bundleFile{dir: b, data: buf.Bytes()}, nil
 }
 
 type info struct {
@@ -717,10 +1087,11 @@ func pairedRatio(a, b []sample, f func(sample) float64) []float64 {
 	return out
 }
 
-func render(o options, in info, vs []*variant, samples, stub map[string][]sample) string {
+func render(o options, in info, res *results) string {
 	var b strings.Builder
 	p := func(format string, a ...any) { fmt.Fprintf(&b, format, a...) }
-	rtName := filepath.Base(vs[0].bin)
+	vs, samples, stub := res.vs, res.samples, res.stub
+	rtName := res.rtName
 	cycle := func(s sample) float64 { return s.cycle() }
 	cpu := func(s sample) float64 { return s.cpu }
 	wait := func(s sample) float64 { return s.wait }
@@ -734,32 +1105,44 @@ func render(o options, in info, vs []*variant, samples, stub map[string][]sample
 	if o.shim != "" {
 		p("- userns-shim: the prebuilt binary `%s` (-shim), not built from this tree\n", o.shim)
 	}
+	p("- parts run:")
+	for i, d := range res.durations {
+		if i > 0 {
+			p(",")
+		}
+		p(" %s (%.0f s)", d.part, d.d.Seconds())
+	}
+	p("; the shims' `state_dir` is on a tmpfs (as `/run` is on a node)\n")
 	p("- %d container rounds and %d stub-runtime rounds, each after %d warm-up rounds; every round runs each variant once, in a shuffled order (seed %d)\n",
 		o.rounds, o.stubRounds, o.warmup, o.seed)
 	p("- cycle = `create --bundle B --pid-file P ID` + `start ID` + wait for the container's init to exit + `delete ID`. ")
 	p("The bench is a child subreaper: the orphaned init becomes its child, it waits with a pidfd and reaps the init before `delete`, so every delete finds the same stopped container. ")
 	p("Each cycle a fresh ID, each variant its own `--root`, config.json restored before every cycle (untimed).\n")
 	p("- figures: median [p25 – p75], ms. CPU = user+sys of the calls and of the children they waited for.\n\n")
-	p("Variants: ")
-	for i, v := range vs {
-		if i > 0 {
-			p("; ")
+	if samples != nil || stub != nil {
+		p("Variants: ")
+		for i, v := range vs {
+			if i > 0 {
+				p("; ")
+			}
+			p("**%s**: %s", v.name, v.desc)
 		}
-		p("**%s**: %s", v.name, v.desc)
+		p(".\n\n")
 	}
-	p(".\n\n")
 
 	bare := quantile(metric(samples["bare"], cycle), .5)
-	p("## Container cycle (%s)\n\n", rtName)
-	bareCPU := quantile(metric(samples["bare"], cpu), .5)
-	p("| variant | cycle ms | × bare | cycle CPU ms | CPU × bare | create ms | start ms | wait for exit ms | delete ms |\n")
-	p("|---|---|---|---|---|---|---|---|---|\n")
-	for _, v := range vs {
-		ss := samples[v.name]
-		p("| %s | %s | %.3f | %s | %.3f | %s | %s | %s | %s |\n", v.name, spread(metric(ss, cycle)),
-			quantile(metric(ss, cycle), .5)/bare, spread(metric(ss, cpu)), quantile(metric(ss, cpu), .5)/bareCPU,
-			spread(metric(ss, calls[0].f)), spread(metric(ss, calls[1].f)),
-			spread(metric(ss, wait)), spread(metric(ss, calls[2].f)))
+	if samples != nil {
+		p("## Container cycle (%s)\n\n", rtName)
+		bareCPU := quantile(metric(samples["bare"], cpu), .5)
+		p("| variant | cycle ms | × bare | cycle CPU ms | CPU × bare | create ms | start ms | wait for exit ms | delete ms |\n")
+		p("|---|---|---|---|---|---|---|---|---|\n")
+		for _, v := range vs {
+			ss := samples[v.name]
+			p("| %s | %s | %.3f | %s | %.3f | %s | %s | %s | %s |\n", v.name, spread(metric(ss, cycle)),
+				quantile(metric(ss, cycle), .5)/bare, spread(metric(ss, cpu)), quantile(metric(ss, cpu), .5)/bareCPU,
+				spread(metric(ss, calls[0].f)), spread(metric(ss, calls[1].f)),
+				spread(metric(ss, wait)), spread(metric(ss, calls[2].f)))
+		}
 	}
 
 	type pair struct{ a, b, label string }
@@ -767,6 +1150,11 @@ func render(o options, in info, vs []*variant, samples, stub map[string][]sample
 		{"noop", "bare", "noop − bare (Go start-up floor)"},
 		{"shim", "noop", "shim − noop (the shim's own passthrough work)"},
 		{"shim+map", "shim", "shim+map − shim (cost of the mapping)"},
+		{"bare+userns", "bare", "bare+userns − bare (the runtime's own user namespace)"},
+		{"shim+map", "bare+userns", "shim+map − bare+userns (the shim's mapping work beyond the runtime's user namespace)"},
+		{"shim+map+rootfs+10vol", "shim+map", fmt.Sprintf("shim+map+rootfs+10vol − shim+map (%d ID-mapped volumes)", cycleVolumes)},
+		{"bare+10vol", "bare", fmt.Sprintf("bare+10vol − bare (the runtime's own %d bind mounts)", cycleVolumes)},
+		{"shim+map+rootfs+10vol", "bare+10vol", "shim+map+rootfs+10vol − bare+10vol (the same volumes without the shim)"},
 	}
 	if _, ok := samples["shim-b"]; ok {
 		pairs = append(pairs, pair{"shim-b", "noop", "shim-b − noop"}, pair{"shim-b", "shim", "shim-b − shim"})
@@ -783,6 +1171,9 @@ func render(o options, in info, vs []*variant, samples, stub map[string][]sample
 		p("---|\n")
 		for _, pr := range pairs {
 			a, bb := set[pr.a], set[pr.b]
+			if len(a) == 0 || len(bb) == 0 {
+				continue
+			}
 			p("| %s |", pr.label)
 			for _, c := range calls {
 				p(" %s |", signedSpread(paired(a, bb, c.f)))
@@ -793,49 +1184,93 @@ func render(o options, in info, vs []*variant, samples, stub map[string][]sample
 			p(" %s |\n", signedSpread(paired(a, bb, cpu)))
 		}
 	}
-	p("\nPer-round paired differences, ms (same round, so slow phases of the machine cancel):\n\n")
-	diffTable(samples, true)
-
-	p("\n## Per call against a stub runtime\n\n")
-	p("The same command lines and config.json, with the runtime replaced by busybox `true` (exits at once): ")
-	p("what each wrapper costs per call, without the real runtime's own variance.\n\n")
-	p("| variant | create ms | start ms | delete ms | CPU of the 3 calls ms |\n|---|---|---|---|---|\n")
-	for _, v := range vs {
-		ss := stub[v.name]
-		p("| %s | %s | %s | %s | %s |\n", v.name, spread(metric(ss, calls[0].f)), spread(metric(ss, calls[1].f)),
-			spread(metric(ss, calls[2].f)), spread(metric(ss, cpu)))
+	if samples != nil {
+		p("\nPer-round paired differences, ms (same round, so slow phases of the machine cancel):\n\n")
+		diffTable(samples, true)
 	}
-	p("\nPer-round paired differences, ms:\n\n")
-	diffTable(stub, false)
+
+	if stub != nil {
+		p("\n## Per call against a stub runtime\n\n")
+		p("The same command lines and config.json, with the runtime replaced by busybox `true` (exits at once): ")
+		p("what each wrapper costs per call, without the real runtime's own variance.\n\n")
+		p("| variant | create ms | start ms | delete ms | CPU of the 3 calls ms |\n|---|---|---|---|---|\n")
+		for _, v := range res.stubs {
+			ss := stub[v.name]
+			p("| %s | %s | %s | %s | %s |\n", v.name, spread(metric(ss, calls[0].f)), spread(metric(ss, calls[1].f)),
+				spread(metric(ss, calls[2].f)), spread(metric(ss, cpu)))
+		}
+		p("\nPer-round paired differences, ms:\n\n")
+		diffTable(stub, false)
+	}
+
+	rng := rand.New(rand.NewPCG(o.seed, 0x63697321))
+	if res.vol != nil {
+		p("\n%s", res.vol.render(rng))
+	}
+	if res.rfs != nil {
+		p("\n%s", res.rfs.render(rng))
+	}
+	if len(res.artifacts) > 0 {
+		p("\nFiles written with this report: ")
+		for i, f := range res.artifacts {
+			if i > 0 {
+				p(", ")
+			}
+			p("`%s`", filepath.Base(f))
+		}
+		p(".\n")
+	}
 
 	p("\n## Targets (reported, not enforced)\n\n")
 	p("Brackets: 95%% bootstrap interval (rounds resampled whole, %d times). The per-call verdict uses the stub runtime, whose figures are tight; the container-cycle figure is shown beside it.\n\n", bootstrapN)
 	p("| target | measured | result |\n|---|---|---|\n")
-	rng := rand.New(rand.NewPCG(o.seed, 0x63697321))
 	interval := func(format string, set map[string][]sample, f func(map[string][]sample) float64) string {
 		lo, hi := bootstrap(rng, set, f)
 		return fmt.Sprintf("["+format+" – "+format+"]", lo, hi)
 	}
-	ratioOf := func(a string) func(map[string][]sample) float64 {
+	ratioTo := func(a, base string) func(map[string][]sample) float64 {
 		return func(m map[string][]sample) float64 {
-			return quantile(metric(m[a], cycle), .5) / quantile(metric(m["bare"], cycle), .5)
+			return quantile(metric(m[a], cycle), .5) / quantile(metric(m[base], cycle), .5)
 		}
 	}
+	ratioOf := func(a string) func(map[string][]sample) float64 { return ratioTo(a, "bare") }
 	targets := []string{"shim"}
-	if _, ok := samples["shim-b"]; ok {
+	if _, ok := samples["shim-b"]; ok || stub["shim-b"] != nil {
 		targets = append(targets, "shim-b")
 	}
 	for _, name := range targets {
-		ratio := ratioOf(name)(samples)
-		p("| %s passthrough cycle ≤ %.2f × bare %s (ratio of medians) | %.3f × %s; noop floor %.3f × %s | %s |\n",
-			name, targetCycleRatio, rtName, ratio, interval("%.3f", samples, ratioOf(name)),
-			ratioOf("noop")(samples), interval("%.3f", samples, ratioOf("noop")), verdict(ratio <= targetCycleRatio))
+		if samples != nil {
+			ratio := ratioOf(name)(samples)
+			p("| %s passthrough cycle ≤ %.2f × bare %s (ratio of medians) | %.3f × %s; noop floor %.3f × %s | %s |\n",
+				name, targetCycleRatio, rtName, ratio, interval("%.3f", samples, ratioOf(name)),
+				ratioOf("noop")(samples), interval("%.3f", samples, ratioOf("noop")), verdict(ratio <= targetCycleRatio))
+		}
+		if stub == nil {
+			continue
+		}
 		for _, c := range calls {
 			diff := func(m map[string][]sample) float64 { return ms(quantile(paired(m[name], m["noop"], c.f), .5)) }
 			d := diff(stub)
-			p("| %s passthrough − noop floor ≤ %.0f ms per `%s` call | %+.2f ms %s against the stub; %+.2f ms %s in the container cycle | %s |\n",
-				name, targetPerCallMs, c.name, d, interval("%+.2f", stub, diff), diff(samples), interval("%+.2f", samples, diff), verdict(d <= targetPerCallMs))
+			inCycle := "no container cycles run"
+			if samples != nil {
+				inCycle = fmt.Sprintf("%+.2f ms %s in the container cycle", diff(samples), interval("%+.2f", samples, diff))
+			}
+			p("| %s passthrough − noop floor ≤ %.0f ms per `%s` call | %+.2f ms %s against the stub; %s | %s |\n",
+				name, targetPerCallMs, c.name, d, interval("%+.2f", stub, diff), inCycle, verdict(d <= targetPerCallMs))
 		}
+	}
+	if samples != nil {
+		const v10 = "shim+map+rootfs+10vol"
+		ratio := ratioOf(v10)(samples)
+		p("| user namespace + rootfs + %d volumes (%s) cycle ≤ %.2f × bare %s | %.3f × %s | %s |\n",
+			cycleVolumes, v10, targetVolCycleRatio, rtName, ratio, interval("%.3f", samples, ratioOf(v10)), verdict(ratio <= targetVolCycleRatio))
+		r2 := ratioTo(v10, "bare+10vol")
+		ratio2 := r2(samples)
+		p("| the same against bare+10vol (%s with the same %d volumes, no user namespace) ≤ %.2f × | %.3f × %s | %s |\n",
+			rtName, cycleVolumes, targetVolCycleRatio, ratio2, interval("%.3f", samples, r2), verdict(ratio2 <= targetVolCycleRatio))
+	}
+	if res.rfs != nil {
+		p("%s", res.rfs.targetRows(rng))
 	}
 	return b.String()
 }
@@ -882,19 +1317,37 @@ func verdict(ok bool) string {
 	return "MISS"
 }
 
-func writeRaw(path string, vs []*variant, samples, stub map[string][]sample) error {
+// writeRaw writes every container and stub sample to path, and the rootfs
+// part's samples to path with "-rootfs" before its extension.
+func writeRaw(path string, res *results) error {
 	var b strings.Builder
 	b.WriteString("set,variant,round,create_ms,start_ms,wait_ms,delete_ms,cycle_ms,cpu_ms\n")
-	for _, set := range []struct {
+	type set struct {
 		name string
+		vs   []*variant
 		m    map[string][]sample
-	}{{"container", samples}, {"stub", stub}} {
-		for _, v := range vs {
+	}
+	sets := []set{{"container", res.vs, res.samples}, {"stub", res.stubs, res.stub}}
+	if v := res.vol; v != nil {
+		sets = append(sets, set{"volumes", v.vs, v.samples}, set{"volumes-stub", v.stubs, v.stub})
+	}
+	if r := res.rfs; r != nil {
+		sets = append(sets, set{"rootfs-e2e", r.e2eVariants, r.e2e})
+	}
+	for _, set := range sets {
+		for _, v := range set.vs {
 			for _, s := range set.m[v.name] {
 				fmt.Fprintf(&b, "%s,%s,%d,%.4f,%.4f,%.4f,%.4f,%.4f,%.4f\n", set.name, v.name, s.round,
 					ms(s.create), ms(s.start), ms(s.wait), ms(s.destroy), ms(s.cycle()), ms(s.cpu))
 			}
 		}
 	}
-	return os.WriteFile(path, []byte(b.String()), 0o644)
+	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
+		return err
+	}
+	if res.rfs != nil {
+		ext := filepath.Ext(path)
+		return os.WriteFile(strings.TrimSuffix(path, ext)+"-rootfs"+ext, res.rfs.rawCSV(), 0o644)
+	}
+	return nil
 }

@@ -109,3 +109,49 @@ func PodUID(ann map[string]string) (string, error) {
 	}
 	return uid, nil
 }
+
+// Pod identity annotations written by the CRI runtimes.
+const (
+	AnnotationCRIOContainerType       = "io.kubernetes.cri-o.ContainerType"
+	AnnotationCRIOSandboxID           = "io.kubernetes.cri-o.SandboxID"
+	AnnotationContainerdContainerType = "io.kubernetes.cri.container-type"
+	AnnotationContainerdSandboxID     = "io.kubernetes.cri.sandbox-id"
+)
+
+// Pod names the pod a container belongs to.
+type Pod struct {
+	ID      string // the sandbox ID; for a bundle of no pod, the container's own ID
+	UID     string // the Kubernetes pod UID, when the bundle names it
+	Sandbox bool   // the container is the pod's sandbox (pause) container
+	CRI     string // "cri-o", "containerd", or "" for podman and plain OCI bundles
+}
+
+// PodOf finds the pod of container id from the CRI runtimes' annotations.
+// A bundle with none of them (podman, plain OCI) is a pod of its own. The pod
+// ID becomes a directory name in the state dir, so it is checked like a
+// container ID.
+func PodOf(ann map[string]string, id string) (Pod, error) {
+	p := Pod{ID: id}
+	var err error
+	if p.UID, err = PodUID(ann); err != nil {
+		return p, err
+	}
+	switch {
+	case ann[AnnotationCRIOContainerType] != "" || ann[AnnotationCRIOSandboxID] != "":
+		p.CRI = "cri-o"
+		p.Sandbox = ann[AnnotationCRIOContainerType] == "sandbox"
+		if sid := ann[AnnotationCRIOSandboxID]; sid != "" {
+			p.ID = sid
+		}
+	case ann[AnnotationContainerdContainerType] != "" || ann[AnnotationContainerdSandboxID] != "":
+		p.CRI = "containerd"
+		p.Sandbox = ann[AnnotationContainerdContainerType] == "sandbox"
+		if sid := ann[AnnotationContainerdSandboxID]; sid != "" {
+			p.ID = sid
+		}
+	}
+	if !fsutil.IsName(p.ID, 1024, "_+-.") {
+		return p, fmt.Errorf("pod sandbox ID %q is not a valid ID", p.ID)
+	}
+	return p, nil
+}

@@ -185,3 +185,34 @@ func FuzzEncode(f *testing.F) {
 		}
 	})
 }
+
+func TestPodOf(t *testing.T) {
+	tests := []struct {
+		name    string
+		ann     map[string]string
+		want    Pod
+		wantErr bool
+	}{
+		{name: "plain OCI bundle", want: Pod{ID: "c1"}},
+		{name: "containerd sandbox", ann: map[string]string{AnnotationContainerdContainerType: "sandbox", AnnotationContainerdSandboxID: "c1", AnnotationContainerdPodUID: "u1"},
+			want: Pod{ID: "c1", UID: "u1", Sandbox: true, CRI: "containerd"}},
+		{name: "containerd app", ann: map[string]string{AnnotationContainerdContainerType: "container", AnnotationContainerdSandboxID: "s1", AnnotationContainerdPodUID: "u1"},
+			want: Pod{ID: "s1", UID: "u1", CRI: "containerd"}},
+		{name: "cri-o app without pause", ann: map[string]string{AnnotationCRIOContainerType: "container", AnnotationCRIOSandboxID: "s2", AnnotationPodUID: "u2"},
+			want: Pod{ID: "s2", UID: "u2", CRI: "cri-o"}},
+		{name: "cri-o sandbox", ann: map[string]string{AnnotationCRIOContainerType: "sandbox", AnnotationCRIOSandboxID: "c1"},
+			want: Pod{ID: "c1", Sandbox: true, CRI: "cri-o"}},
+		{name: "hostile sandbox id", ann: map[string]string{AnnotationCRIOSandboxID: "../x"}, wantErr: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := PodOf(tc.ann, "c1")
+			if tc.wantErr {
+				require.Error(t, err)
+				return
+			}
+			require.NoError(t, err)
+			assert.Equal(t, tc.want, got)
+		})
+	}
+}
