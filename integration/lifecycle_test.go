@@ -275,13 +275,32 @@ func lcRequireUserNamespace(t *testing.T, b *Bundle, want specs.LinuxIDMapping) 
 			user = append(user, ns)
 		}
 	}
-	if len(user) != 1 || user[0].Path != "" {
-		t.Errorf("config.json: user namespace entries %v, want one new user namespace", user)
+	// The shim makes one user namespace per pod, pins it under
+	// <state_dir>/pods/<pod>/userns, and every container joins the pin.
+	if len(user) != 1 || !strings.HasSuffix(user[0].Path, "/userns") || !strings.Contains(user[0].Path, "/pods/") {
+		t.Errorf("config.json: user namespace entries %v, want one joining the pod's pin <state_dir>/pods/<pod>/userns", user)
 	}
 	w := []specs.LinuxIDMapping{want}
 	if !slices.Equal(b.Spec.Linux.UIDMappings, w) || !slices.Equal(b.Spec.Linux.GIDMappings, w) {
 		t.Errorf("config.json: linux.uidMappings %v gidMappings %v, want %v for both",
 			b.Spec.Linux.UIDMappings, b.Spec.Linux.GIDMappings, w)
+	}
+}
+
+// lcRequireSpecUserNamespace: a spec that came with its user namespace and
+// mappings keeps them as they were.
+func lcRequireSpecUserNamespace(t *testing.T, b *Bundle, want specs.LinuxIDMapping) {
+	t.Helper()
+	b.Load(t)
+	var user []specs.LinuxNamespace
+	for _, ns := range b.Spec.Linux.Namespaces {
+		if ns.Type == specs.UserNamespace {
+			user = append(user, ns)
+		}
+	}
+	w := []specs.LinuxIDMapping{want}
+	if len(user) != 1 || user[0].Path != "" || !slices.Equal(b.Spec.Linux.UIDMappings, w) || !slices.Equal(b.Spec.Linux.GIDMappings, w) {
+		t.Errorf("config.json: user namespace %v with mappings %v/%v, want the spec's own new one with %v", user, b.Spec.Linux.UIDMappings, b.Spec.Linux.GIDMappings, w)
 	}
 }
 
@@ -322,7 +341,11 @@ func lcLifecycle(t *testing.T, e *Env, b *Bundle, id, source string, want specs.
 		t.Fatalf("shim record after create: %v", err)
 	}
 	lcParseRecord(t, data, id, source, want)
-	lcRequireUserNamespace(t, b, want)
+	if source == "spec" {
+		lcRequireSpecUserNamespace(t, b, want)
+	} else {
+		lcRequireUserNamespace(t, b, want)
+	}
 
 	lcMustShim(e, "start", id)
 	lcRequireStatus(t, e, id, specs.StateRunning)

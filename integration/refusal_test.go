@@ -308,7 +308,7 @@ func rfCases() []rfCase {
 
 		// --- mode ---
 		{name: "mode require with no mapping", toml: "mode = \"require\"\n", want: "mode is require and no mapping was found"},
-		{name: "mode allocate with no mapping", toml: "mode = \"allocate\"\n", want: "mode allocate is not available"},
+		{name: "mode allocate with a pool too small for one pod", toml: "mode = \"allocate\"\n[allocate]\nstart = 2147483648\nlength = 65536\nids_per_pod = 131072\n", want: "smaller than one pod's range"},
 
 		// --- run is refused like create, and crun's -b spelling is parsed ---
 		{name: "run with a bad mapping", setup: rfAnnotate("0:0:65536", ""),

@@ -24,6 +24,7 @@ const (
 	SourceAnnotation Source = "annotation" // userns-shim.io/uid-mappings, gid-mappings
 	SourceKubelet    Source = "kubelet"    // <kubelet_root>/pods/<uid>/userns
 	SourceAllocator  Source = "allocator"  // the shim's own pool
+	SourcePod        Source = "pod"        // the pod's mapping, set by an earlier container of the pod
 	SourceNone       Source = "none"       // no mapping: the container runs as it is
 )
 

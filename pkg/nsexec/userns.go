@@ -147,6 +147,18 @@ func (c *UserNSCache) Get(m mapping.Mapping) (*os.File, error) {
 	return f, nil
 }
 
+// Put hands the cache an fd for m (a pinned namespace, say), which Get then
+// returns instead of making a namespace; the cache closes it.
+func (c *UserNSCache) Put(m mapping.Mapping, f *os.File) {
+	if c.fds == nil {
+		c.fds = map[string]*os.File{}
+	}
+	if old, ok := c.fds[cacheKey(m)]; ok {
+		old.Close()
+	}
+	c.fds[cacheKey(m)] = f
+}
+
 // Close closes every fd the cache handed out.
 func (c *UserNSCache) Close() error {
 	var errs []error

@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -29,7 +30,13 @@ type Decision struct {
 
 // create handles create and run: load, decide, validate, rewrite, record,
 // then hand over. Every refusal happens before the first write.
-func (s *Shim) create() (int, error) {
+func (s *Shim) create() (_ int, retErr error) {
+	id := s.Inv.ContainerID
+	defer func() {
+		if retErr != nil {
+			retErr = fmt.Errorf("container %s: %w", id, retErr)
+		}
+	}()
 	bundle, cfgPath, err := s.configPath()
 	if err != nil {
 		return 0, err
@@ -42,62 +49,109 @@ func (s *Shim) create() (int, error) {
 	// decode, which explains what is wrong with it.
 	if s.Cfg.Mode == config.ModePassthrough && !mayCarryMapping(raw) && bytes.Contains(raw, []byte(`"ociVersion"`)) {
 		// Nothing in the document can ask for a mapping: skip the decode.
-		s.Log.WithField("id", s.Inv.ContainerID).Debug("no mapping source in config.json; passing through")
+		s.Log.WithField("id", id).Debug("no mapping source in config.json; passing through")
 		return 0, runtime.Exec(s.RuntimePath, s.Inv.Args)
 	}
 	f, err := spec.FromBytes(cfgPath, raw, st)
 	if err != nil {
 		return 0, err
 	}
-	d, err := Decide(f.Spec, s.Cfg, s.sources())
+	pod, err := spec.PodOf(f.Spec.Annotations, id)
 	if err != nil {
-		return 0, fmt.Errorf("container %s: %w", s.Inv.ContainerID, err)
+		return 0, err
 	}
-	log := s.Log.WithFields(logrus.Fields{"id": s.Inv.ContainerID, "source": d.Source})
-	if d.Source == mapping.SourceNone {
-		log.Debug("no mapping from any source; mode passthrough: running the container as it is")
-		return 0, runtime.Exec(s.RuntimePath, s.Inv.Args)
+	src := s.sources()
+	if s.Cfg.Mode == config.ModePassthrough {
+		// Decided without the pod registry: in passthrough mode a container
+		// with no mapping of its own runs as it is, whatever its pod.
+		d, err := Decide(f.Spec, s.Cfg, src, nil)
+		if err != nil {
+			return 0, err
+		}
+		if d.Source == mapping.SourceNone {
+			s.Log.WithField("id", id).Debug("no mapping from any source; mode passthrough: running the container as it is")
+			return 0, runtime.Exec(s.RuntimePath, s.Inv.Args)
+		}
 	}
-	log.WithFields(logrus.Fields{"uidMappings": mapping.String(d.Mapping.UIDs), "gidMappings": mapping.String(d.Mapping.GIDs)}).
+
+	// Held until the shim exits: `shim gc` leaves this container alone
+	// while the runtime does not know it yet.
+	lock, err := s.State.CreateLock(id)
+	if err != nil {
+		return 0, err
+	}
+	defer lock.Close()
+	users := &nsexec.UserNSCache{}
+	defer users.Close()
+	d, p, err := s.joinPod(f.Spec, pod, src, users)
+	if err != nil {
+		s.State.RemoveCreateLock(id)
+		return 0, err
+	}
+	log := s.Log.WithFields(logrus.Fields{"id": id, "pod": pod.ID, "source": d.Source})
+	log.WithFields(logrus.Fields{"uidMappings": mapping.String(d.Mapping.UIDs), "gidMappings": mapping.String(d.Mapping.GIDs), "userns": p.Pin + p.UserNS}).
 		Debug("user namespace decided")
 
 	rec := &state.Record{
-		ID: s.Inv.ContainerID, Bundle: bundle, Root: s.Inv.Global.Root, Runtime: s.RuntimePath,
+		ID: id, Bundle: bundle, Root: s.Inv.Global.Root, Runtime: s.RuntimePath, PodID: pod.ID,
 		PodUID: d.PodUID, Source: d.Source, Mapping: d.Mapping, Created: time.Now().UTC(),
 	}
-	users := &nsexec.UserNSCache{}
-	defer users.Close()
-	staging := &Staging{dir: s.stagingDir(s.Inv.ContainerID)}
-	if rec.Mounts, err = s.idmapMounts(f.Spec, d, users, staging); err != nil {
-		return 0, fmt.Errorf("container %s: %w", s.Inv.ContainerID, err)
+	stagingRoot, err := s.State.Staging()
+	if err != nil {
+		s.forget(id)
+		return 0, err
 	}
-	if rec.Rootfs, err = s.idmapRootfs(f.Spec, bundle, d, users, staging); err != nil {
-		return 0, fmt.Errorf("container %s: %w", s.Inv.ContainerID, errors.Join(err, staging.Release()))
-	}
-	if err := s.State.Save(rec); err != nil {
-		return 0, errors.Join(err, staging.Release())
-	}
-	// A user namespace joined by path keeps its path and gets its mappings
-	// written out: runc refuses a user namespace without them.
-	addUserNS := d.Source != mapping.SourceSpec
-	if addUserNS || changedMounts(rec.Mounts) || rec.Rootfs != nil && rec.Rootfs.Treatment == TreatShim {
-		if addUserNS {
-			spec.SetUserNamespace(f.Spec, d.Mapping)
-		}
-		if err := f.Save(f.Spec); err != nil {
-			return 0, errors.Join(err, staging.Release(), s.State.Remove(rec.ID))
-		}
+	staging := &Staging{dir: filepath.Join(stagingRoot, id)}
+	if err := s.prepare(f, bundle, d, p, rec, users, staging); err != nil {
+		s.forget(id)
+		return 0, err
 	}
 	code, err := s.handOver(staging)
 	// The container no longer exists after a failed create or run, or after
-	// a foreground run without --keep returned: its record goes.
+	// a foreground run without --keep returned: what the shim keeps of it goes.
 	gone := err != nil || code != 0 || (s.Inv.Command == "run" && !s.Inv.Detach && !s.Inv.Keep)
 	if gone {
-		s.forget(rec.ID)
+		s.forget(id)
 	} else if kerr := staging.keepRootfsPath(f.Spec.Root.Path); kerr != nil {
 		log.WithError(kerr).Warn("keep the rootfs path for exec")
 	}
 	return code, err
+}
+
+// prepare makes the ID-mapped mounts and the rootfs, records the decision
+// and rewrites config.json. On error the staging mounts are gone; the caller
+// removes the rest (forget).
+func (s *Shim) prepare(f *spec.File, bundle string, d Decision, p *state.Pod, rec *state.Record, users *nsexec.UserNSCache, staging *Staging) (err error) {
+	defer func() {
+		if err != nil {
+			err = errors.Join(err, staging.Release())
+		}
+	}()
+	if rec.Mounts, err = s.idmapMounts(f.Spec, d, users, staging); err != nil {
+		return err
+	}
+	if rec.Rootfs, err = s.idmapRootfs(f.Spec, bundle, d, users, staging); err != nil {
+		return err
+	}
+	if err := s.State.Save(rec); err != nil {
+		return err
+	}
+	// The shim's user namespace is the pod's pin, joined by path; a user
+	// namespace joined by path also gets its mappings written out, since runc
+	// refuses one without them. A complete spec stays as it is.
+	addUserNS := d.Source != mapping.SourceSpec
+	if addUserNS || changedMounts(rec.Mounts) || rec.Rootfs != nil && rec.Rootfs.Treatment == TreatShim {
+		if addUserNS {
+			spec.SetUserNamespace(f.Spec, d.Mapping)
+			if p.Pin != "" {
+				spec.Namespace(f.Spec, specs.UserNamespace).Path = p.Pin
+			}
+		}
+		if err := f.Save(f.Spec); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // changedMounts reports whether the shim changed any mount of the spec.
@@ -254,17 +308,34 @@ func joinedMapping(path string) (mapping.Mapping, error) {
 }
 
 // Decide resolves a container's mapping from the first source that applies
-// (config.json, mounts, annotations, the kubelet's record, the mode), then
-// validates it.
-func Decide(sp *specs.Spec, cfg config.Config, src Sources) (Decision, error) {
-	d, err := resolve(sp, cfg, src)
-	if err != nil || d.Source == mapping.SourceNone {
+// (config.json, mounts, annotations, the kubelet's record, its pod's mapping
+// when pod is the registry's entry of an existing pod, the mode), then
+// validates it. In mode allocate a container of a new pod gets a mapping
+// whose host range is a placeholder (the pool's start): the allocator
+// replaces it, and the container side, which the checks look at, stays.
+func Decide(sp *specs.Spec, cfg config.Config, src Sources, pod *state.Pod) (Decision, error) {
+	d, err := resolve(sp, src)
+	if err != nil {
 		return d, err
+	}
+	if d.Source == mapping.SourceNone {
+		switch {
+		case pod != nil:
+			d.Source, d.Mapping = mapping.SourcePod, pod.Mapping
+		case cfg.Mode == config.ModeRequire:
+			return d, errors.New("mode is require and no mapping was found: config.json has no user namespace, no mount carries uidMappings, there is no " +
+				mapping.AnnotationUIDMappings + " annotation and no kubelet record for the pod")
+		case cfg.Mode == config.ModeAllocate:
+			r := []specs.LinuxIDMapping{{ContainerID: 0, HostID: cfg.Allocate.Start, Size: cfg.Allocate.IDsPerPod}}
+			d.Source, d.Mapping = mapping.SourceAllocator, mapping.Mapping{UIDs: r, GIDs: slices.Clone(r)}
+		default:
+			return d, nil
+		}
 	}
 	return d, validate(sp, d, cfg, src)
 }
 
-func resolve(sp *specs.Spec, cfg config.Config, src Sources) (Decision, error) {
+func resolve(sp *specs.Spec, src Sources) (Decision, error) {
 	var d Decision
 	var err error
 	if d.PodUID, err = spec.PodUID(sp.Annotations); err != nil {
@@ -307,14 +378,6 @@ func resolve(sp *specs.Spec, cfg config.Config, src Sources) (Decision, error) {
 		case !errors.Is(err, fs.ErrNotExist):
 			return d, fmt.Errorf("kubelet record of pod %s: %w", d.PodUID, err)
 		}
-	}
-	switch cfg.Mode {
-	case config.ModeRequire:
-		return d, errors.New("mode is require and no mapping was found: config.json has no user namespace, no mount carries uidMappings, there is no " +
-			mapping.AnnotationUIDMappings + " annotation and no kubelet record for the pod")
-	case config.ModeAllocate:
-		return d, errors.New("mode allocate is not available in this version: no mapping was found and the shim cannot allocate one yet; use mode = \"require\" or give the pod a " +
-			mapping.AnnotationUIDMappings + " annotation")
 	}
 	d.Source = mapping.SourceNone
 	return d, nil

@@ -10,6 +10,7 @@ import (
 
 	"github.com/userns-shim/userns-shim/pkg/config"
 	"github.com/userns-shim/userns-shim/pkg/mapping"
+	"github.com/userns-shim/userns-shim/pkg/state"
 )
 
 var (
@@ -51,10 +52,21 @@ func TestDecide(t *testing.T) {
 		wantSource mapping.Source
 		wantMap    []specs.LinuxIDMapping
 		wantErr    string
+		pod        *state.Pod
 	}{
 		{name: "nothing, passthrough", wantSource: mapping.SourceNone},
 		{name: "nothing, require", mode: config.ModeRequire, wantErr: "mode is require and no mapping was found"},
-		{name: "nothing, allocate", mode: config.ModeAllocate, wantErr: "mode allocate is not available"},
+		{name: "nothing, allocate: placeholder from the pool's start", mode: config.ModeAllocate, wantSource: mapping.SourceAllocator,
+			wantMap: []specs.LinuxIDMapping{{ContainerID: 0, HostID: 1 << 31, Size: 65536}}},
+		{name: "nothing, allocate, process outside the pod's range", mode: config.ModeAllocate, wantErr: "process.user.uid 65536",
+			edit: func(s *specs.Spec) { s.Process.User.UID = 65536 }},
+		{name: "nothing, pod known: the pod's mapping", mode: config.ModeRequire, pod: &state.Pod{ID: "p", Mapping: mapping.Mapping{UIDs: otherRange, GIDs: otherRange}},
+			wantSource: mapping.SourcePod, wantMap: otherRange},
+		{name: "own mapping wins over the pod's (compared later)", pod: &state.Pod{ID: "p", Mapping: mapping.Mapping{UIDs: otherRange, GIDs: otherRange}},
+			wantSource: mapping.SourceAnnotation, wantMap: podRange,
+			edit: func(s *specs.Spec) {
+				s.Annotations = map[string]string{mapping.AnnotationUIDMappings: "0:196608:65536"}
+			}},
 		{
 			name: "spec has user namespace", wantSource: mapping.SourceSpec, wantMap: podRange,
 			edit: func(s *specs.Spec) {
@@ -148,7 +160,7 @@ func TestDecide(t *testing.T) {
 			if tc.mode != "" {
 				cfg.Mode = tc.mode
 			}
-			d, err := Decide(s, cfg, fakeSources(map[string]string{"p1": record}, map[string]mapping.Mapping{"/proc/42/ns/user": {UIDs: otherRange, GIDs: otherRange}}))
+			d, err := Decide(s, cfg, fakeSources(map[string]string{"p1": record}, map[string]mapping.Mapping{"/proc/42/ns/user": {UIDs: otherRange, GIDs: otherRange}}), tc.pod)
 			if tc.wantErr != "" {
 				require.ErrorContains(t, err, tc.wantErr)
 				return

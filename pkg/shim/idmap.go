@@ -37,22 +37,15 @@ type Staging struct {
 }
 
 // stagingDir is where the ID-mapped copies of container id's mounts wait for
-// the runtime. Every directory on the way is 0711: a runtime that mounts
-// from inside the user namespace (crun; runc for the rootfs) must be able to
-// traverse it as the container's mapped root.
+// the runtime (see state.Dir.Staging).
 func (s *Shim) stagingDir(id string) string {
 	return filepath.Join(s.Cfg.StateDir, "staging", id)
 }
 
 func (st *Staging) newTarget(dir bool) (string, error) {
 	if len(st.targets) == 0 {
-		for _, d := range []string{filepath.Dir(filepath.Dir(st.dir)), filepath.Dir(st.dir), st.dir} {
-			if err := os.Mkdir(d, 0o711); err != nil && !errors.Is(err, fs.ErrExist) {
-				return "", err
-			}
-			if err := os.Chmod(d, 0o711); err != nil {
-				return "", err
-			}
+		if err := os.Mkdir(st.dir, 0o711); err != nil && !errors.Is(err, fs.ErrExist) {
+			return "", err
 		}
 	}
 	p := filepath.Join(st.dir, strconv.Itoa(len(st.targets)))
@@ -109,9 +102,13 @@ func (st *Staging) keepRootfsPath(specRoot string) error {
 // record and the empty directories keepRootfsPath left. Removal is never
 // recursive.
 func (s *Shim) forget(id string) {
+	if err := s.leavePod(id); err != nil {
+		s.Log.WithError(err).Warn("leave pod")
+	}
 	if err := s.State.Remove(id); err != nil {
 		s.Log.WithError(err).Warn("remove record")
 	}
+	s.State.RemoveCreateLock(id)
 	dir := s.stagingDir(id)
 	for _, d := range []string{filepath.Join(dir, "rootfs"), dir} {
 		if err := unix.Rmdir(d); err != nil && !errors.Is(err, unix.ENOENT) {

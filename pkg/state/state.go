@@ -21,6 +21,7 @@ type Record struct {
 	Bundle  string          `json:"bundle"`
 	Root    string          `json:"root,omitempty"` // the runtime's --root
 	Runtime string          `json:"runtime"`
+	PodID   string          `json:"podID,omitempty"`
 	PodUID  string          `json:"podUID,omitempty"`
 	Source  mapping.Source  `json:"source"`
 	Mapping mapping.Mapping `json:"mapping"`
@@ -55,6 +56,22 @@ func (d Dir) containers() string { return filepath.Join(string(d), "containers")
 // Path is the record file of container id. id must already be validated
 // (runcargs.ValidateContainerID): it becomes a file name.
 func (d Dir) Path(id string) string { return filepath.Join(d.containers(), id+".json") }
+
+// Staging returns <state_dir>/staging, made if needed. It and the state
+// dir are 0711: runtimes mount the staged copies from inside the container's
+// user namespace, as its mapped root, which must be able to traverse them.
+func (d Dir) Staging() (string, error) {
+	staging := filepath.Join(string(d), "staging")
+	for _, dir := range []string{string(d), staging} {
+		if err := os.Mkdir(dir, 0o711); err != nil && !errors.Is(err, fs.ErrExist) {
+			return "", fmt.Errorf("create state dir: %w", err)
+		}
+		if err := os.Chmod(dir, 0o711); err != nil {
+			return "", err
+		}
+	}
+	return staging, nil
+}
 
 // Save writes the record atomically.
 func (d Dir) Save(r *Record) error {

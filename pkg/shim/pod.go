@@ -1,0 +1,144 @@
+package shim
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/userns-shim/userns-shim/pkg/mapping"
+	"github.com/userns-shim/userns-shim/pkg/nsexec"
+	"github.com/userns-shim/userns-shim/pkg/spec"
+	"github.com/userns-shim/userns-shim/pkg/state"
+)
+
+// shimMakesUserNS reports whether the shim, not the CRI runtime, supplies the
+// user namespace for a mapping from source: it then makes one per pod, pins
+// it, and every container of the pod joins the pin.
+func shimMakesUserNS(source mapping.Source) bool {
+	return source != mapping.SourceSpec && source != mapping.SourceJoined
+}
+
+// joinPod decides the container's mapping and makes it a member of its pod
+// in the registry, under the registry's lock: the first container of a pod
+// fixes the pod's mapping (allocating one in mode allocate), passes the
+// overlap guard and, when the shim supplies the namespace, pins it; later
+// containers must have the same mapping and join the same namespace.
+// Nothing is written when it fails.
+func (s *Shim) joinPod(sp *specs.Spec, pod spec.Pod, src Sources, users *nsexec.UserNSCache) (d Decision, p *state.Pod, err error) {
+	id := s.Inv.ContainerID
+	var pinned string
+	err = s.State.UpdatePods(func(r *state.Registry) error {
+		existing := r.Pods[pod.ID]
+		if d, err = Decide(sp, s.Cfg, src, existing); err != nil {
+			return err
+		}
+		if d.Source == mapping.SourceNone {
+			return errors.New("no mapping from any source") // passthrough is decided before
+		}
+		if existing != nil {
+			if d.Source != mapping.SourcePod && !d.Mapping.Equal(existing.Mapping) {
+				return fmt.Errorf("its mapping %s (from %s) differs from its pod %s's mapping %s: all containers of a pod share one user namespace",
+					mapping.String(d.Mapping.UIDs), d.Source, pod.ID, mapping.String(existing.Mapping.UIDs))
+			}
+			p = existing
+			if p.Pin != "" {
+				ns, err := nsexec.OpenPinned(p.Pin)
+				if err != nil {
+					return fmt.Errorf("pod %s: %w", pod.ID, err)
+				}
+				users.Put(p.Mapping, ns)
+			}
+		} else {
+			if d.Source == mapping.SourceAllocator {
+				pool := mapping.Pool{Start: s.Cfg.Allocate.Start, Length: s.Cfg.Allocate.Length, Size: s.Cfg.Allocate.IDsPerPod}
+				if d.Mapping, err = pool.Allocate(r.UsedSpans("")); err != nil {
+					return err
+				}
+				if err := mapping.Validate(d.Mapping, s.rules()); err != nil {
+					return fmt.Errorf("allocated mapping refused (check [allocate] against [validation]): %w", err)
+				}
+			}
+			if other, span := r.Overlapping(d.Mapping, pod.ID); other != nil {
+				return fmt.Errorf("pod %s's host IDs %s overlap host IDs of pod %s (mapping %s, from %s): no two pods may share host IDs",
+					pod.ID, span, other.ID, mapping.String(other.Mapping.UIDs), other.Source)
+			}
+			p = &state.Pod{ID: pod.ID, UID: pod.UID, CRI: pod.CRI, Source: d.Source, Allocated: d.Source == mapping.SourceAllocator,
+				Mapping: d.Mapping, Created: time.Now().UTC()}
+			if shimMakesUserNS(d.Source) {
+				if pinned, err = s.pinPodUserNS(pod.ID, d.Mapping, users); err != nil {
+					return err
+				}
+				p.Pin = pinned
+			} else if ns := spec.Namespace(sp, specs.UserNamespace); ns != nil {
+				p.UserNS = ns.Path
+			}
+			r.Pods[pod.ID] = p
+		}
+		if !slices.Contains(p.Containers, id) {
+			p.Containers = append(p.Containers, id)
+		}
+		return nil
+	})
+	if err != nil && pinned != "" {
+		err = errors.Join(err, nsexec.Unpin(pinned))
+	}
+	return d, p, err
+}
+
+// pinPodUserNS makes the pod's user namespace and pins it under the state
+// dir. A pin left by a shim killed before it recorded the pod is replaced:
+// no container can have joined it.
+func (s *Shim) pinPodUserNS(podID string, m mapping.Mapping, users *nsexec.UserNSCache) (string, error) {
+	ns, err := users.Get(m)
+	if err != nil {
+		return "", err
+	}
+	pin := filepath.Join(s.State.PodDir(podID), "userns")
+	if err := nsexec.Unpin(pin); err != nil {
+		return "", fmt.Errorf("remove stale pin: %w", err)
+	}
+	if err := nsexec.Pin(ns, pin); err != nil {
+		return "", err
+	}
+	return pin, nil
+}
+
+// leavePod removes container id from its pod; the pod's last container takes
+// the pod with it: its pin and its range.
+func (s *Shim) leavePod(id string) error {
+	return s.State.UpdatePods(func(r *state.Registry) error {
+		p := r.PodOfContainer(id)
+		if p == nil {
+			return nil
+		}
+		p.Containers = slices.DeleteFunc(p.Containers, func(c string) bool { return c == id })
+		if len(p.Containers) > 0 {
+			return nil
+		}
+		return s.dropPod(r, p)
+	})
+}
+
+// dropPod removes a pod that has no container left: its pin, its directory
+// and its registry entry (and so its range).
+func (s *Shim) dropPod(r *state.Registry, p *state.Pod) error {
+	if p.Pin != "" {
+		if err := nsexec.Unpin(p.Pin); err != nil {
+			return fmt.Errorf("pod %s: %w", p.ID, err)
+		}
+	}
+	if err := os.Remove(s.State.PodDir(p.ID)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("pod %s: %w", p.ID, err)
+	}
+	delete(r.Pods, p.ID)
+	return nil
+}
+
+func (s *Shim) rules() mapping.Rules {
+	return mapping.Rules{MinHostID: s.Cfg.Validation.MinHostID, SizeMultiple: s.Cfg.Validation.SizeMultiple}
+}
