@@ -173,26 +173,6 @@ func containerArg(args []string) string {
 	return ""
 }
 
-// verb runs the shim's own subcommands: `userns-shim shim VERB`.
-func (s *Shim) verb() (int, error) {
-	args := s.Inv.CommandArgs
-	if len(args) == 2 && args[0] == "inspect" {
-		if err := runcargs.ValidateContainerID(args[1]); err != nil {
-			return 0, err
-		}
-		data, err := os.ReadFile(s.State.Path(args[1]))
-		if errors.Is(err, os.ErrNotExist) {
-			return 0, fmt.Errorf("no record of container %q: the shim passed it through unchanged, or it was deleted", args[1])
-		}
-		if err != nil {
-			return 0, err
-		}
-		_, err = os.Stdout.Write(data)
-		return 0, err
-	}
-	return 0, fmt.Errorf("usage: userns-shim shim inspect CONTAINER-ID")
-}
-
 // makesIDMaps reports whether the shim makes ID-mapped mounts on this node:
 // it is configured to, and they really work on the filesystems of the
 // state dir (a tmpfs, like secret and token volumes) and the kubelet's

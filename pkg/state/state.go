@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/userns-shim/userns-shim/pkg/fsutil"
@@ -104,6 +105,24 @@ func (d Dir) Remove(id string) error {
 		return fmt.Errorf("remove state record: %w", err)
 	}
 	return nil
+}
+
+// IDs lists the containers that have a record.
+func (d Dir) IDs() ([]string, error) {
+	entries, err := os.ReadDir(d.containers())
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var ids []string
+	for _, e := range entries {
+		if id, ok := strings.CutSuffix(e.Name(), ".json"); ok && !strings.HasPrefix(id, ".") {
+			ids = append(ids, id)
+		}
+	}
+	return ids, nil
 }
 
 // Has reports whether container id has a record.
