@@ -99,8 +99,9 @@ func (st *Staging) keepRootfsPath(specRoot string) error {
 }
 
 // forget removes what the shim keeps of container id once it is gone: its
-// record and the empty directories keepRootfsPath left. Removal is never
-// recursive.
+// place in its pod, its record, its create lock, and its staging directory
+// with any mount a killed create left there (removeStaging: never a
+// recursive removal).
 func (s *Shim) forget(id string) {
 	if err := s.leavePod(id); err != nil {
 		s.Log.WithError(err).Warn("leave pod")
@@ -109,11 +110,8 @@ func (s *Shim) forget(id string) {
 		s.Log.WithError(err).Warn("remove record")
 	}
 	s.State.RemoveCreateLock(id)
-	dir := s.stagingDir(id)
-	for _, d := range []string{filepath.Join(dir, "rootfs"), dir} {
-		if err := unix.Rmdir(d); err != nil && !errors.Is(err, unix.ENOENT) {
-			s.Log.WithError(err).WithField("dir", d).Warn("remove staging directory")
-		}
+	if err := removeStaging(s.stagingDir(id)); err != nil {
+		s.Log.WithError(err).Warn("remove staging directory")
 	}
 }
 

@@ -208,6 +208,19 @@ func (s *Shim) gc(w io.Writer) error {
 		report("removed pod %s: pinned but not in the registry", e.Name())
 	}
 
+	// Lock files of creates that ended without a record, and temporary
+	// files of writes that were killed (taken under the registry lock,
+	// which every write of the registry holds).
+	errs = append(errs, s.State.UpdatePods(func(*state.Registry) error {
+		for _, f := range s.State.Leftovers() {
+			if err := os.Remove(f); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return err
+			}
+			report("removed %s", f)
+		}
+		return nil
+	}))
+
 	// Staging directories of creates that did not finish.
 	stagingRoot := filepath.Join(string(s.State), "staging")
 	entries, _ = os.ReadDir(stagingRoot)
@@ -242,6 +255,9 @@ func (s *Shim) runtimeKnows(id string) bool {
 // the directories and placeholder files one by one: never a recursive
 // removal, which could reach into a volume still mounted there.
 func removeStaging(dir string) error {
+	if _, err := os.Lstat(dir); errors.Is(err, fs.ErrNotExist) {
+		return nil // the common case: reading mountinfo is not free
+	}
 	mounts, err := mountinfo.GetMounts(mountinfo.PrefixFilter(dir))
 	if err != nil {
 		return err

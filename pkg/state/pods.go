@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -203,6 +204,34 @@ func (d Dir) Creating(id string) bool {
 	}
 	defer f.Close()
 	return errors.Is(unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB), unix.EWOULDBLOCK)
+}
+
+// Leftovers lists files a killed shim can leave: create locks of containers
+// with no record that no shim holds, and temporary files of atomic writes
+// (the registry's and records'). Call it under the registry lock.
+func (d Dir) Leftovers() []string {
+	var out []string
+	for _, dir := range []string{string(d), d.containers()} {
+		entries, _ := os.ReadDir(dir)
+		for _, e := range entries {
+			name := e.Name()
+			switch {
+			case strings.HasPrefix(name, ".") && strings.Contains(name, ".userns-shim-"):
+				// A record's temporary file belongs to a create that may
+				// still be running; the registry's is ours under the lock.
+				if id, isRecord := strings.CutSuffix(strings.SplitN(name[1:], ".userns-shim-", 2)[0], ".json"); isRecord && dir == d.containers() && d.Creating(id) {
+					continue
+				}
+				out = append(out, filepath.Join(dir, name))
+			case dir == d.containers() && strings.HasSuffix(name, ".lock"):
+				id := strings.TrimSuffix(name, ".lock")
+				if !d.Has(id) && !d.Creating(id) {
+					out = append(out, filepath.Join(dir, name))
+				}
+			}
+		}
+	}
+	return out
 }
 
 // RemoveCreateLock removes container id's lock file.
