@@ -271,3 +271,36 @@ func copyFile(src, dst string) error {
 	}
 	return os.WriteFile(dst, data, 0o755)
 }
+
+// requireRefusalLine checks that r is a refusal of the create of container
+// id: a non-zero exit and stderr exactly one line starting "userns-shim: "
+// that names every string of wants. It returns that line.
+func requireRefusalLine(t *testing.T, id string, r Result, wants ...string) string {
+	t.Helper()
+	if r.Code == 0 {
+		t.Fatalf("create %s: exit 0, want a refusal\nstderr: %s", id, r.Stderr)
+	}
+	msg := strings.TrimSuffix(r.Stderr, "\n")
+	if strings.Contains(msg, "\n") || !strings.HasPrefix(msg, "userns-shim: ") {
+		t.Errorf("create %s: stderr %q, want one line starting \"userns-shim: \"", id, r.Stderr)
+	}
+	for _, w := range wants {
+		if !strings.Contains(msg, w) {
+			t.Errorf("create %s: stderr %q does not name %q", id, msg, w)
+		}
+	}
+	return msg
+}
+
+// userNamespaces returns the spec's user namespace entries.
+func userNamespaces(s *specs.Spec) []specs.LinuxNamespace {
+	var user []specs.LinuxNamespace
+	if s.Linux != nil {
+		for _, ns := range s.Linux.Namespaces {
+			if ns.Type == specs.UserNamespace {
+				user = append(user, ns)
+			}
+		}
+	}
+	return user
+}

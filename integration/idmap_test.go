@@ -372,18 +372,7 @@ func imDelete(t *testing.T, e *Env, id string) {
 // as it was, no record, no container, no staging mount.
 func imRequireRefused(t *testing.T, e *Env, b *Bundle, id string, before []byte, r Result, wants ...string) {
 	t.Helper()
-	if r.Code == 0 {
-		t.Fatalf("create %s: exit 0, want a refusal\nstderr: %s", id, r.Stderr)
-	}
-	msg := strings.TrimSuffix(r.Stderr, "\n")
-	if strings.Contains(msg, "\n") || !strings.HasPrefix(msg, "userns-shim: ") {
-		t.Errorf("create %s: stderr %q, want one line starting \"userns-shim: \"", id, r.Stderr)
-	}
-	for _, w := range wants {
-		if !strings.Contains(msg, w) {
-			t.Errorf("create %s: stderr %q does not name %q", id, msg, w)
-		}
-	}
+	requireRefusalLine(t, id, r, wants...)
 	if after := b.Raw(t); !bytes.Equal(before, after) {
 		t.Errorf("config.json changed by a refused create:\nbefore %s\nafter %s", before, after)
 	}

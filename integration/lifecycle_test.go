@@ -269,12 +269,7 @@ func lcRequireUserNamespace(t *testing.T, b *Bundle, want specs.LinuxIDMapping) 
 	if b.Spec.Linux == nil {
 		t.Fatal("config.json: no linux section")
 	}
-	var user []specs.LinuxNamespace
-	for _, ns := range b.Spec.Linux.Namespaces {
-		if ns.Type == specs.UserNamespace {
-			user = append(user, ns)
-		}
-	}
+	user := userNamespaces(b.Spec)
 	// The shim makes one user namespace per pod, pins it under
 	// <state_dir>/pods/<pod>/userns, and every container joins the pin.
 	if len(user) != 1 || !strings.HasSuffix(user[0].Path, "/userns") || !strings.Contains(user[0].Path, "/pods/") {
@@ -292,12 +287,7 @@ func lcRequireUserNamespace(t *testing.T, b *Bundle, want specs.LinuxIDMapping) 
 func lcRequireSpecUserNamespace(t *testing.T, b *Bundle, want specs.LinuxIDMapping) {
 	t.Helper()
 	b.Load(t)
-	var user []specs.LinuxNamespace
-	for _, ns := range b.Spec.Linux.Namespaces {
-		if ns.Type == specs.UserNamespace {
-			user = append(user, ns)
-		}
-	}
+	user := userNamespaces(b.Spec)
 	w := []specs.LinuxIDMapping{want}
 	if len(user) != 1 || user[0].Path != "" || !slices.Equal(b.Spec.Linux.UIDMappings, w) || !slices.Equal(b.Spec.Linux.GIDMappings, w) {
 		t.Errorf("config.json: user namespace %v with mappings %v/%v, want the spec's own new one with %v", user, b.Spec.Linux.UIDMappings, b.Spec.Linux.GIDMappings, w)

@@ -473,12 +473,7 @@ func pdRequireShared(t *testing.T, e *Env, pod string, pids []int, want specs.Li
 func pdRequireJoinsPin(t *testing.T, e *Env, b *Bundle, pod string, want specs.LinuxIDMapping) {
 	t.Helper()
 	b.Load(t)
-	var user []specs.LinuxNamespace
-	for _, ns := range b.Spec.Linux.Namespaces {
-		if ns.Type == specs.UserNamespace {
-			user = append(user, ns)
-		}
-	}
+	user := userNamespaces(b.Spec)
 	w := []specs.LinuxIDMapping{want}
 	if len(user) != 1 || user[0].Path != pdPinPath(e, pod) || !slices.Equal(b.Spec.Linux.UIDMappings, w) || !slices.Equal(b.Spec.Linux.GIDMappings, w) {
 		t.Errorf("config.json: user namespace %v with mappings %v/%v, want one joining %s with %v",
@@ -1401,18 +1396,7 @@ func pdSnapshot(t *testing.T, e *Env) string {
 // pins) as before, and no container.
 func pdRequireRefusedUnchanged(t *testing.T, e *Env, b *Bundle, id string, configBefore []byte, stateBefore string, r Result, wants ...string) {
 	t.Helper()
-	if r.Code == 0 {
-		t.Fatalf("create %s: exit 0, want a refusal\nstderr: %s", id, r.Stderr)
-	}
-	msg := strings.TrimSuffix(r.Stderr, "\n")
-	if strings.Contains(msg, "\n") || !strings.HasPrefix(msg, "userns-shim: ") {
-		t.Errorf("create %s: stderr %q, want one line starting \"userns-shim: \"", id, r.Stderr)
-	}
-	for _, w := range wants {
-		if !strings.Contains(msg, w) {
-			t.Errorf("create %s: stderr %q does not name %q", id, msg, w)
-		}
-	}
+	msg := requireRefusalLine(t, id, r, wants...)
 	t.Logf("refusal: %s", msg)
 	if after := b.Raw(t); !bytes.Equal(configBefore, after) {
 		t.Errorf("config.json changed by a refused create:\nbefore %s\nafter %s", configBefore, after)
