@@ -10,7 +10,7 @@ COMMIT ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -s -w -X $(PKG)/pkg/shim.Version=$(VERSION) -X $(PKG)/pkg/shim.Commit=$(COMMIT)
 BIN := bin/userns-shim
 
-.PHONY: all build deps demo test unit integration bench fuzz clean install image
+.PHONY: all build deps demo test unit integration e2e e2e-deps bench fuzz clean install image
 
 all: build
 
@@ -23,7 +23,7 @@ deps:
 demo: deps build
 	hack/demo.sh $(BIN)
 
-test: deps unit integration
+test: deps unit integration e2e
 
 unit:
 	$(GO) vet ./...
@@ -33,6 +33,14 @@ unit:
 # when not root.
 integration: build
 	$(GO) test -count=1 -timeout 60m -v ./integration/
+
+e2e-deps:
+	@hack/e2e/install-deps.sh
+
+# Root-only: real clients (podman/conmon) with the shim as their runtime;
+# images built offline by hack/e2e/images.sh into .cache/e2e-images.
+e2e: e2e-deps build
+	$(GO) test -count=1 -v -timeout 30m ./e2e/
 
 bench: deps
 	$(GO) run ./hack/bench $(BENCH_FLAGS)

@@ -53,6 +53,7 @@ type Rootfs struct {
 
 	mounts []string // staging mount points, detached by Release (last first)
 	dirs   []string // staging directories made, removed by Release (last first)
+	m      mapping.Mapping
 }
 
 // newOverlayTestOption, when set by a test, is added to the options of the
@@ -131,7 +132,7 @@ func PrepareRootfs(path string, userns *os.File, m mapping.Mapping, stagingDir s
 		isRoot = stx.Attributes&unix.STATX_ATTR_MOUNT_ROOT != 0
 	}
 
-	r := &Rootfs{Path: path}
+	r := &Rootfs{Path: path, m: m}
 	defer func() {
 		if retErr != nil {
 			_ = r.Release()
@@ -309,7 +310,14 @@ func (r *Rootfs) overlay(resolved string, info *mountinfo.Info, root *unix.Statx
 		if err := r.mkdir(target, 0o700); err != nil {
 			return err
 		}
-		if err := cloneReadOnly(l.path, target, userns); err != nil {
+		// containers/storage (podman, CRI-O) names its layers by the
+		// symlinks in overlay/l/: the kernel followed them at mount
+		// time, so follow them here too (Clone refuses a symlink).
+		src, err := filepath.EvalSymlinks(l.path)
+		if err != nil {
+			return fmt.Errorf("lower layer %d: %w", i, err)
+		}
+		if err := cloneReadOnly(src, target, userns); err != nil {
 			return fmt.Errorf("lower layer %d: %w", i, err)
 		}
 		r.mounts = append(r.mounts, target)
@@ -333,7 +341,7 @@ func (r *Rootfs) overlay(resolved string, info *mountinfo.Info, root *unix.Statx
 		}
 	}
 
-	restoreOwners, err := chownUpper(orig, uid, gid)
+	restoreOwners, err := chownUpper(orig, uid, gid, r.m)
 	if err != nil {
 		return err
 	}
@@ -415,18 +423,43 @@ func cloneReadOnly(src, target string, userns *os.File) error {
 	return Attach(tree, target)
 }
 
-// chownUpper gives upperdir, workdir and workdir's "work" and "index" (if
-// present; not their contents) to uid:gid, and returns what puts the old
-// owners back.
-func chownUpper(c *overlayConfig, uid, gid uint32) (restore func(), err error) {
-	type owner struct {
-		path     string
-		uid, gid int
+// OverlayUpper returns the upperdir of the overlay mounted exactly at path.
+func OverlayUpper(path string) (string, bool) {
+	info, err := MountInfoOf(path)
+	if err != nil || info.FSType != "overlay" || info.Mountpoint != filepath.Clean(path) {
+		return "", false
 	}
-	var done []owner
+	c, err := parseOverlayOptions(info.VFSOptions)
+	if err != nil || c.upper == "" {
+		return "", false
+	}
+	return c.upper, true
+}
+
+// chownUpper gives upperdir, workdir and workdir's "work" and "index" (if
+// present) to uid:gid, and returns what puts the old owners back. The first
+// time (the upper does not belong to the mapped root yet), what the CRI
+// runtime already put in the upper as the host's IDs (podman writes
+// /etc/mtab there, copying /etc up as 0:0) is shifted into the mapping, as
+// if the container had written it: only a few files, before the container
+// ever ran, so the cost does not grow with the image.
+func chownUpper(c *overlayConfig, uid, gid uint32, m mapping.Mapping) (restore func(), err error) {
+	var done []prevOwner
 	restore = func() {
 		for i := len(done) - 1; i >= 0; i-- {
-			_ = os.Chown(done[i].path, done[i].uid, done[i].gid)
+			_ = os.Lchown(done[i].path, done[i].uid, done[i].gid)
+			if done[i].mode != 0 {
+				_ = os.Chmod(done[i].path, done[i].mode)
+			}
+		}
+	}
+	if c.upper != "" {
+		var st unix.Stat_t
+		if err := unix.Stat(c.upper, &st); err == nil && st.Uid != uid {
+			if done, err = shiftUpper(c.upper, m); err != nil {
+				restore()
+				return nil, err
+			}
 		}
 	}
 	var paths []string
@@ -452,9 +485,72 @@ func chownUpper(c *overlayConfig, uid, gid uint32) (restore func(), err error) {
 			restore()
 			return nil, err
 		}
-		done = append(done, owner{p, int(st.Uid), int(st.Gid)})
+		done = append(done, prevOwner{path: p, uid: int(st.Uid), gid: int(st.Gid)})
 	}
 	return restore, nil
+}
+
+// prevOwner is a path's owner (and mode, when a chown clears set-id bits) as it
+// was before the shim changed it.
+type prevOwner struct {
+	path     string
+	uid, gid int
+	mode     os.FileMode
+}
+
+// shiftUpper moves the owners of everything below upper that are container
+// IDs as the host sees them (inside the mapping's container range) to the
+// host IDs the mapping gives them. IDs outside the container range, or
+// already mapped, stay. Each inode is shifted once (hard links), set-id bits
+// a chown clears are put back.
+func shiftUpper(upper string, m mapping.Mapping) ([]prevOwner, error) {
+	var done []prevOwner
+	seen := map[[2]uint64]bool{}
+	err := filepath.WalkDir(upper, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || p == upper {
+			return err
+		}
+		var st unix.Stat_t
+		if err := unix.Lstat(p, &st); err != nil {
+			return &os.PathError{Op: "lstat", Path: p, Err: err}
+		}
+		key := [2]uint64{st.Dev, st.Ino}
+		if seen[key] {
+			return nil
+		}
+		seen[key] = true
+		nu, okU := mapping.HostOf(m.UIDs, st.Uid)
+		ng, okG := mapping.HostOf(m.GIDs, st.Gid)
+		if !okU && !okG {
+			return nil
+		}
+		if !okU {
+			nu = st.Uid
+		}
+		if !okG {
+			ng = st.Gid
+		}
+		o := prevOwner{path: p, uid: int(st.Uid), gid: int(st.Gid)}
+		if err := os.Lchown(p, int(nu), int(ng)); err != nil {
+			return err
+		}
+		if st.Mode&(unix.S_ISUID|unix.S_ISGID) != 0 && st.Mode&unix.S_IFMT == unix.S_IFREG {
+			mode := os.FileMode(st.Mode & 0o777)
+			if st.Mode&unix.S_ISUID != 0 {
+				mode |= os.ModeSetuid
+			}
+			if st.Mode&unix.S_ISGID != 0 {
+				mode |= os.ModeSetgid
+			}
+			if err := os.Chmod(p, mode); err != nil {
+				return err
+			}
+			o.mode = mode
+		}
+		done = append(done, o)
+		return nil
+	})
+	return done, err
 }
 
 // reachable tells whether uid:gid (no supplementary groups, no

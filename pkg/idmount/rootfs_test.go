@@ -728,3 +728,48 @@ func TestRootfsParseOverlayOptions(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, [2]uint32{7, 9}, [2]uint32{uid, gid})
 }
+
+// TestRootfsShiftUpper: files a CRI runtime put in an upper layer before the
+// container ran, in host IDs, are shifted into the mapping once; set-id bits
+// survive the chown; IDs outside the container range and hard links are
+// shifted at most once.
+func TestRootfsShiftUpper(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: chown")
+	}
+	const H = 300000
+	m := mapping.Mapping{UIDs: []specs.LinuxIDMapping{{ContainerID: 0, HostID: H, Size: 65536}}}
+	m.GIDs = m.UIDs
+	upper := t.TempDir()
+	etc := filepath.Join(upper, "etc")
+	require.NoError(t, os.Mkdir(etc, 0o755))
+	mtab := filepath.Join(etc, "mtab")
+	require.NoError(t, os.Symlink("/proc/mounts", mtab))
+	suid := filepath.Join(upper, "suid")
+	require.NoError(t, os.WriteFile(suid, nil, 0o755))
+	require.NoError(t, os.Chown(suid, 1000, 1000))
+	require.NoError(t, os.Chmod(suid, 0o755|os.ModeSetuid))
+	require.NoError(t, os.Link(suid, filepath.Join(upper, "suid-link")))
+	far := filepath.Join(upper, "far")
+	require.NoError(t, os.WriteFile(far, nil, 0o644))
+	require.NoError(t, os.Chown(far, 70000, 70000))
+
+	done, err := shiftUpper(upper, m)
+	require.NoError(t, err)
+	owner := func(p string) (uint32, uint32, os.FileMode) {
+		var st unix.Stat_t
+		require.NoError(t, unix.Lstat(p, &st))
+		fi, _ := os.Lstat(p)
+		return st.Uid, st.Gid, fi.Mode()
+	}
+	u, g, _ := owner(etc)
+	assert.Equal(t, [2]uint32{H, H}, [2]uint32{u, g})
+	u, _, _ = owner(mtab)
+	assert.Equal(t, uint32(H), u, "a symlink itself is shifted")
+	u, g, mode := owner(suid)
+	assert.Equal(t, [2]uint32{H + 1000, H + 1000}, [2]uint32{u, g}, "hard links shift once")
+	assert.NotZero(t, mode&os.ModeSetuid, "the set-uid bit survives the chown")
+	u, _, _ = owner(far)
+	assert.Equal(t, uint32(70000), u, "an ID outside the container range stays")
+	assert.Len(t, done, 3)
+}

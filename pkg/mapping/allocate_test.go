@@ -30,7 +30,7 @@ func TestAllocate(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			m, err := p.Allocate(tc.used)
+			m, err := p.Allocate(tc.used, 0)
 			if tc.wantErr != "" {
 				require.ErrorContains(t, err, tc.wantErr)
 				return
@@ -42,6 +42,21 @@ func TestAllocate(t *testing.T) {
 			_, clash := FirstOverlap(HostSpans(m), tc.used)
 			assert.False(t, clash)
 		})
+	}
+}
+
+func TestAllocatePreferred(t *testing.T) {
+	const B = 65536
+	p := Pool{Start: 10 * B, Length: 4 * B, Size: B}
+	m, err := p.Allocate(nil, p.Start+2*B)
+	require.NoError(t, err)
+	assert.Equal(t, p.Start+2*B, m.UIDs[0].HostID, "a restarted container gets the block its files belong to")
+	_, err = p.Allocate([]Span{{uint64(p.Start) + 2*B, uint64(p.Start) + 3*B}}, p.Start+2*B)
+	require.ErrorIs(t, err, ErrPreferredTaken)
+	for _, prefer := range []uint32{p.Start + 100, 5 * B, p.Start + 4*B} { // unaligned, below, past the pool
+		m, err := p.Allocate(nil, prefer)
+		require.NoError(t, err)
+		assert.Equal(t, p.Start, m.UIDs[0].HostID, "prefer %d is no block of the pool: ignored", prefer)
 	}
 }
 

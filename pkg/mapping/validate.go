@@ -102,6 +102,16 @@ func Contains(rs []specs.LinuxIDMapping, id uint32) bool {
 	return false
 }
 
+// HostOf returns the host ID that container ID id maps to.
+func HostOf(rs []specs.LinuxIDMapping, id uint32) (uint32, bool) {
+	for _, m := range rs {
+		if id >= m.ContainerID && uint64(id) < uint64(m.ContainerID)+uint64(m.Size) {
+			return m.HostID + (id - m.ContainerID), true
+		}
+	}
+	return 0, false
+}
+
 // ValidateProcessUser checks that the process's uid, gid and additional gids
 // exist inside the container's mapping: an unmapped ID would run as overflow.
 func ValidateProcessUser(u specs.User, m Mapping) error {

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -26,7 +27,7 @@ func Resolve(name string) (string, error) {
 	}
 	var lastErr error
 	for _, c := range candidates {
-		p, err := exec.LookPath(c)
+		p, err := lookPath(c)
 		if err != nil {
 			lastErr = err
 			continue
@@ -44,6 +45,23 @@ func Resolve(name string) (string, error) {
 		return "", fmt.Errorf("no real runtime found: neither crun nor runc is on PATH (%v); set runtime in the config file", lastErr)
 	}
 	return "", fmt.Errorf("real runtime %q: %w", name, lastErr)
+}
+
+// defaultPath is searched when the shim gets no PATH at all: conmon runs the
+// runtime with an empty environment.
+const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+func lookPath(name string) (string, error) {
+	if os.Getenv("PATH") != "" || strings.Contains(name, "/") {
+		return exec.LookPath(name)
+	}
+	for _, dir := range filepath.SplitList(defaultPath) {
+		p := filepath.Join(dir, name)
+		if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() && st.Mode()&0o111 != 0 {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("exec: %q: not found in %s (PATH is empty)", name, defaultPath)
 }
 
 func isSelf(p string) bool {

@@ -112,6 +112,11 @@ func TestResolve(t *testing.T) {
 	_, err = Resolve("nosuch")
 	require.ErrorContains(t, err, `real runtime "nosuch"`)
 
+	t.Setenv("PATH", "")
+	p, err = Resolve("sh")
+	require.NoError(t, err, "an empty PATH (conmon) falls back to the usual directories")
+	assert.True(t, strings.HasSuffix(p, "/sh"))
+
 	self, err := os.Executable()
 	require.NoError(t, err)
 	_, err = Resolve(self)

@@ -12,8 +12,10 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
 
 	"github.com/userns-shim/userns-shim/pkg/config"
+	"github.com/userns-shim/userns-shim/pkg/idmount"
 	"github.com/userns-shim/userns-shim/pkg/mapping"
 	"github.com/userns-shim/userns-shim/pkg/nsexec"
 	"github.com/userns-shim/userns-shim/pkg/runtime"
@@ -83,7 +85,7 @@ func (s *Shim) create() (_ int, retErr error) {
 	defer lock.Close()
 	users := &nsexec.UserNSCache{}
 	defer users.Close()
-	d, p, err := s.joinPod(f.Spec, pod, src, users)
+	d, p, err := s.joinPod(f.Spec, pod, src, users, previousHostRoot(f.Spec, bundle))
 	if err != nil {
 		s.State.RemoveCreateLock(id)
 		return 0, err
@@ -152,6 +154,28 @@ func (s *Shim) prepare(f *spec.File, bundle string, d Decision, p *state.Pod, re
 		}
 	}
 	return nil
+}
+
+// previousHostRoot returns the owner of the rootfs overlay's upper layer when
+// an earlier run of the container gave it to a mapped root (podman restarts
+// a stopped container by creating it again), or 0.
+func previousHostRoot(sp *specs.Spec, bundle string) uint32 {
+	if sp.Root == nil || sp.Root.Path == "" {
+		return 0
+	}
+	root := sp.Root.Path
+	if !filepath.IsAbs(root) {
+		root = filepath.Join(bundle, root)
+	}
+	upper, ok := idmount.OverlayUpper(root)
+	if !ok {
+		return 0
+	}
+	var st unix.Stat_t
+	if unix.Stat(upper, &st) != nil {
+		return 0
+	}
+	return st.Uid
 }
 
 // changedMounts reports whether the shim changed any mount of the spec.

@@ -29,7 +29,7 @@ func shimMakesUserNS(source mapping.Source) bool {
 // overlap guard and, when the shim supplies the namespace, pins it; later
 // containers must have the same mapping and join the same namespace.
 // Nothing is written when it fails.
-func (s *Shim) joinPod(sp *specs.Spec, pod spec.Pod, src Sources, users *nsexec.UserNSCache) (d Decision, p *state.Pod, err error) {
+func (s *Shim) joinPod(sp *specs.Spec, pod spec.Pod, src Sources, users *nsexec.UserNSCache, prefer uint32) (d Decision, p *state.Pod, err error) {
 	id := s.Inv.ContainerID
 	var pinned string
 	err = s.State.UpdatePods(func(r *state.Registry) error {
@@ -56,7 +56,15 @@ func (s *Shim) joinPod(sp *specs.Spec, pod spec.Pod, src Sources, users *nsexec.
 		} else {
 			if d.Source == mapping.SourceAllocator {
 				pool := mapping.Pool{Start: s.Cfg.Allocate.Start, Length: s.Cfg.Allocate.Length, Size: s.Cfg.Allocate.IDsPerPod}
-				if d.Mapping, err = pool.Allocate(r.UsedSpans("")); err != nil {
+				if d.Mapping, err = pool.Allocate(r.UsedSpans(""), prefer); err != nil {
+					if errors.Is(err, mapping.ErrPreferredTaken) {
+						holder := "another pod"
+						if h, _ := r.Overlapping(mapping.Mapping{UIDs: []specs.LinuxIDMapping{{HostID: prefer, Size: pool.Size}}}, ""); h != nil {
+							holder = "pod " + h.ID
+						}
+						return fmt.Errorf("its writable layer belongs to host IDs %d-%d from an earlier run, which %s now holds: it would see its own files as 65534; delete and re-create the container",
+							prefer, uint64(prefer)+uint64(pool.Size)-1, holder)
+					}
 					return err
 				}
 				if err := mapping.Validate(d.Mapping, s.rules()); err != nil {
