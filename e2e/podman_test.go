@@ -478,10 +478,12 @@ func TestPodmanRestart(t *testing.T) {
 	})
 }
 
-// KNOWN SHIM BUG: allocate mode frees a podman container's range when podman
-// stop deletes it from the runtime; if another container takes the range
-// before podman start, the restarted container gets another range and its
-// own files in the upper layer show as 65534 (not writable).
+// TestPodmanRestartAfterRangeReuse: podman stop deletes the container from
+// the runtime, which frees its range in mode allocate; if another container
+// takes that range before podman start, the restarted one cannot get its
+// range back. Its writable layer's files belong to that range, so it would
+// see them as 65534: the shim refuses with a clear error instead, and once
+// the range is free again the restart gets it back.
 func TestPodmanRestartAfterRangeReuse(t *testing.T) {
 	forRuntimes(t, func(t *testing.T, rt Runtime) {
 		p := newPodman(t, rt, "allocate", "")
@@ -489,20 +491,18 @@ func TestPodmanRestartAfterRangeReuse(t *testing.T) {
 		p.Must("exec", "r", "sh", "-c", "echo one > /etc/state")
 		p.Must("stop", "--time", "0", "r")
 		p.RunDetached("other")
-		p.Must("start", "r")
-		r := p.Podman("exec", "r", "sh", "-c", "stat -c '%u' /etc/state; echo two >> /etc/state && echo write ok")
-		if r.Code != 0 || !strings.Contains(r.Stdout, "write ok") {
-			ids := procIDs(t, p.Pid("r"))
-			// The known bug, and nothing else: r runs in another range
-			// and its own file shows as the overflow uid.
-			if !slices.Equal(ids.UIDMap, wantMap(poolStart)) && strings.HasPrefix(r.Stdout, "65534") && strings.Contains(r.Stderr, "Permission denied") {
-				knownBug(t, "a restarted podman container whose range another container took meanwhile cannot write its own files: "+
-					"it now runs in %v, its upper layer belongs to %d; exec: %s", ids.UIDMap, poolStart, strings.TrimSpace(r.Stdout+r.Stderr))
-			}
-			t.Fatalf("after restart: %s", r)
+		r := p.Podman("start", "r")
+		if r.Code == 0 || !strings.Contains(r.Stderr, "userns-shim:") || !strings.Contains(r.Stderr, "writable layer belongs to host IDs") {
+			t.Fatalf("start of r while another container holds its range: want a refusal naming the writable layer's range\n%s", r)
 		}
-		if out := strings.Fields(r.Stdout); len(out) == 0 || out[0] != "0" {
-			t.Errorf("after restart: /etc/state shows as owned by %q, want 0", r.Stdout)
+		p.Must("rm", "-f", "--time", "0", "other")
+		p.Must("start", "r")
+		out := p.Must("exec", "r", "sh", "-c", "stat -c '%u' /etc/state; echo two >> /etc/state && echo write ok")
+		if f := strings.Fields(out); len(f) < 3 || f[0] != "0" || !strings.Contains(out, "write ok") {
+			t.Errorf("after the range came back: %q, want /etc/state owned by 0 and writable", out)
+		}
+		if ids := procIDs(t, p.Pid("r")); !slices.Equal(ids.UIDMap, wantMap(poolStart)) {
+			t.Errorf("restarted r runs with %v, want its first range %v", ids.UIDMap, wantMap(poolStart))
 		}
 	})
 }
@@ -521,28 +521,10 @@ func TestPodmanImageWithoutMtab(t *testing.T) {
 		const image = "localhost/userns-shim/busybox:nomtab"
 		p.Must("import", "--quiet", "--change", "CMD sh", tarball, image)
 		r := p.Podman("run", "--rm", "--network", "none", image, "sh", "-c", "stat -c '%u:%g' /etc; touch /etc/x && echo etc-write ok")
-		if r.Code != 0 || !strings.Contains(r.Stdout, "etc-write ok") {
-			// The known bug, and nothing else: the container ran and
-			// /etc shows as the overflow uid.
-			if strings.HasPrefix(r.Stdout, "65534:65534") && strings.Contains(r.Stderr, "Permission denied") {
-				knownBug(t, "image without /etc/mtab: container root cannot write /etc (podman copied /etc up as host root before create): %s",
-					strings.TrimSpace(r.Stdout+r.Stderr))
-			}
-			t.Fatalf("image without /etc/mtab: %s", r)
+		if r.Code != 0 || !strings.Contains(r.Stdout, "etc-write ok") || !strings.HasPrefix(r.Stdout, "0:0") {
+			t.Fatalf("image without /etc/mtab (podman copies /etc up as host root before create; the shim shifts it into the mapping): want /etc owned by 0:0 inside and writable: %s", r)
 		}
 	})
-}
-
-// knownBug skips a test that found a known, reported shim bug, or fails it
-// when USERNS_SHIM_E2E_KNOWN_BUGS=fail. Once the bug is fixed the test
-// passes and the call is dead.
-func knownBug(t *testing.T, format string, args ...any) {
-	t.Helper()
-	msg := "KNOWN SHIM BUG: " + fmt.Sprintf(format, args...)
-	if os.Getenv("USERNS_SHIM_E2E_KNOWN_BUGS") == "fail" {
-		t.Fatal(msg)
-	}
-	t.Skip(msg + " (USERNS_SHIM_E2E_KNOWN_BUGS=fail makes this a failure)")
 }
 
 func mustMkdir(t *testing.T, dir string, mode os.FileMode, uid, gid int) {

@@ -52,14 +52,14 @@ var ErrPreferredTaken = errors.New("the block is in use")
 // Allocate returns the lowest block of the pool that overlaps none of used,
 // as the mapping of one pod (container 0 at the block's first ID). Lowest
 // first keeps the pool compact and makes a freed block the next one given.
-// When prefer is the first ID of a block of the pool (a restarted
-// container's files belong to it), that block is given or, if used,
-// ErrPreferredTaken.
+// When prefer is an ID of the pool (a restarted container's files belong to
+// it), its block is given or, if used, ErrPreferredTaken.
 func (p Pool) Allocate(used []Span, prefer uint32) (Mapping, error) {
 	if p.Size == 0 {
 		return Mapping{}, fmt.Errorf("allocate: ids_per_pod is 0")
 	}
-	if prefer >= p.Start && uint64(prefer)+uint64(p.Size) <= uint64(p.Start)+uint64(p.Length) && (prefer-p.Start)%p.Size == 0 {
+	if prefer >= p.Start && uint64(prefer) < uint64(p.Start)+uint64(p.Length)/uint64(p.Size)*uint64(p.Size) {
+		prefer = p.Start + (prefer-p.Start)/p.Size*p.Size
 		want := Span{uint64(prefer), uint64(prefer) + uint64(p.Size)}
 		if _, taken := FirstOverlap([]Span{want}, used); taken {
 			return Mapping{}, fmt.Errorf("host IDs %s: %w", want, ErrPreferredTaken)

@@ -53,7 +53,10 @@ func TestAllocatePreferred(t *testing.T) {
 	assert.Equal(t, p.Start+2*B, m.UIDs[0].HostID, "a restarted container gets the block its files belong to")
 	_, err = p.Allocate([]Span{{uint64(p.Start) + 2*B, uint64(p.Start) + 3*B}}, p.Start+2*B)
 	require.ErrorIs(t, err, ErrPreferredTaken)
-	for _, prefer := range []uint32{p.Start + 100, 5 * B, p.Start + 4*B} { // unaligned, below, past the pool
+	m, err = p.Allocate(nil, p.Start+3*B+1000)
+	require.NoError(t, err)
+	assert.Equal(t, p.Start+3*B, m.UIDs[0].HostID, "any ID of a block names the block")
+	for _, prefer := range []uint32{5 * B, p.Start + 4*B} { // below, past the pool
 		m, err := p.Allocate(nil, prefer)
 		require.NoError(t, err)
 		assert.Equal(t, p.Start, m.UIDs[0].HostID, "prefer %d is no block of the pool: ignored", prefer)

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -58,6 +59,16 @@ func (s *Shim) create() (_ int, retErr error) {
 	if err != nil {
 		return 0, err
 	}
+	// A client that creates the container again from the file the shim
+	// rewrote (podman start after stop) gets what it first wrote.
+	restored, err := spec.Restore(f.Spec, s.ownsPath)
+	if err != nil {
+		return 0, err
+	}
+	if restored {
+		s.Log.WithField("id", id).Debug("config.json was rewritten by an earlier create: its original values restored")
+	}
+	original := spec.Snapshot(f.Spec)
 	pod, err := spec.PodOf(f.Spec.Annotations, id)
 	if err != nil {
 		return 0, err
@@ -104,7 +115,7 @@ func (s *Shim) create() (_ int, retErr error) {
 		return 0, err
 	}
 	staging := &Staging{dir: filepath.Join(stagingRoot, id)}
-	if err := s.prepare(f, bundle, d, p, rec, users, staging); err != nil {
+	if err := s.prepare(f, bundle, d, p, rec, users, staging, original); err != nil {
 		s.forget(id)
 		return 0, err
 	}
@@ -123,7 +134,7 @@ func (s *Shim) create() (_ int, retErr error) {
 // prepare makes the ID-mapped mounts and the rootfs, records the decision
 // and rewrites config.json. On error the staging mounts are gone; the caller
 // removes the rest (forget).
-func (s *Shim) prepare(f *spec.File, bundle string, d Decision, p *state.Pod, rec *state.Record, users *nsexec.UserNSCache, staging *Staging) (err error) {
+func (s *Shim) prepare(f *spec.File, bundle string, d Decision, p *state.Pod, rec *state.Record, users *nsexec.UserNSCache, staging *Staging, original spec.Original) (err error) {
 	defer func() {
 		if err != nil {
 			err = errors.Join(err, staging.Release())
@@ -149,6 +160,9 @@ func (s *Shim) prepare(f *spec.File, bundle string, d Decision, p *state.Pod, re
 				spec.Namespace(f.Spec, specs.UserNamespace).Path = p.Pin
 			}
 		}
+		if err := spec.Remember(f.Spec, original); err != nil {
+			return err
+		}
 		if err := f.Save(f.Spec); err != nil {
 			return err
 		}
@@ -156,9 +170,11 @@ func (s *Shim) prepare(f *spec.File, bundle string, d Decision, p *state.Pod, re
 	return nil
 }
 
-// previousHostRoot returns the owner of the rootfs overlay's upper layer when
-// an earlier run of the container gave it to a mapped root (podman restarts
-// a stopped container by creating it again), or 0.
+// previousHostRoot returns a host ID that an earlier run of the container
+// wrote its rootfs overlay's upper layer as (podman restarts a stopped
+// container by creating it again): the owner of the upper layer or, since
+// containers/storage gives that back to root when it mounts the layer again,
+// of the first entry in it that is not root's. 0 when there is none.
 func previousHostRoot(sp *specs.Spec, bundle string) uint32 {
 	if sp.Root == nil || sp.Root.Path == "" {
 		return 0
@@ -175,7 +191,22 @@ func previousHostRoot(sp *specs.Spec, bundle string) uint32 {
 	if unix.Stat(upper, &st) != nil {
 		return 0
 	}
-	return st.Uid
+	if st.Uid != 0 {
+		return st.Uid
+	}
+	entries, _ := os.ReadDir(upper)
+	for _, e := range entries {
+		if unix.Lstat(filepath.Join(upper, e.Name()), &st) == nil && st.Uid != 0 {
+			return st.Uid
+		}
+	}
+	return 0
+}
+
+// ownsPath reports whether path lies in the shim's state dir: only the shim
+// points a spec there (staging mounts, pins).
+func (s *Shim) ownsPath(path string) bool {
+	return strings.HasPrefix(filepath.Clean(path), filepath.Clean(s.Cfg.StateDir)+"/")
 }
 
 // changedMounts reports whether the shim changed any mount of the spec.

@@ -1,6 +1,8 @@
 package spec
 
 import (
+	"encoding/json"
+	"fmt"
 	"path"
 	"slices"
 	"strings"
@@ -108,4 +110,92 @@ func KubeletVolume(kubeletRoot, source string) (plugin, name string, ok bool) {
 		return "", "", false
 	}
 	return parts[2], parts[3], true
+}
+
+// AnnotationOriginal holds, in a config.json the shim rewrote, what it
+// changed, so that a client that creates the container again from the same
+// file (podman start after stop) gets the original spec back rather than
+// paths to staging mounts and pins that are gone.
+const AnnotationOriginal = "userns-shim.io/original"
+
+// Original is what the shim changes in a spec, as it was.
+type Original struct {
+	Root        string                 `json:"root"`
+	Mounts      []specs.Mount          `json:"mounts"`
+	UserNS      *specs.LinuxNamespace  `json:"userns,omitempty"`
+	UIDMappings []specs.LinuxIDMapping `json:"uidMappings,omitempty"`
+	GIDMappings []specs.LinuxIDMapping `json:"gidMappings,omitempty"`
+}
+
+// Remember records s's original values in the AnnotationOriginal annotation.
+func Remember(s *specs.Spec, o Original) error {
+	data, err := json.Marshal(o)
+	if err != nil {
+		return err
+	}
+	if s.Annotations == nil {
+		s.Annotations = map[string]string{}
+	}
+	s.Annotations[AnnotationOriginal] = string(data)
+	return nil
+}
+
+// Snapshot captures what Remember keeps, before the shim changes s.
+func Snapshot(s *specs.Spec) Original {
+	var o Original
+	if s.Root != nil {
+		o.Root = s.Root.Path
+	}
+	for _, m := range s.Mounts {
+		m.Options = slices.Clone(m.Options)
+		o.Mounts = append(o.Mounts, m)
+	}
+	if ns := Namespace(s, specs.UserNamespace); ns != nil {
+		c := *ns
+		o.UserNS = &c
+	}
+	if s.Linux != nil {
+		o.UIDMappings, o.GIDMappings = slices.Clone(s.Linux.UIDMappings), slices.Clone(s.Linux.GIDMappings)
+	}
+	return o
+}
+
+// Restore undoes an earlier rewrite by the shim, when s carries one: its
+// AnnotationOriginal is honoured only if s still points into the shim's own
+// paths (ours reports that of a path), which nobody but the shim writes
+// there, so an annotation from a pod's author changes nothing. It reports
+// whether it restored.
+func Restore(s *specs.Spec, ours func(path string) bool) (bool, error) {
+	raw, ok := s.Annotations[AnnotationOriginal]
+	if !ok {
+		return false, nil
+	}
+	delete(s.Annotations, AnnotationOriginal)
+	pointsIntoShim := s.Root != nil && ours(s.Root.Path)
+	for _, m := range s.Mounts {
+		pointsIntoShim = pointsIntoShim || ours(m.Source)
+	}
+	if ns := Namespace(s, specs.UserNamespace); ns != nil && ns.Path != "" {
+		pointsIntoShim = pointsIntoShim || ours(ns.Path)
+	}
+	if !pointsIntoShim {
+		return false, nil
+	}
+	var o Original
+	if err := json.Unmarshal([]byte(raw), &o); err != nil {
+		return false, fmt.Errorf("annotation %s: %w", AnnotationOriginal, err)
+	}
+	if s.Root != nil {
+		s.Root.Path = o.Root
+	}
+	s.Mounts = o.Mounts
+	if s.Linux == nil {
+		s.Linux = &specs.Linux{}
+	}
+	s.Linux.Namespaces = slices.DeleteFunc(s.Linux.Namespaces, func(n specs.LinuxNamespace) bool { return n.Type == specs.UserNamespace })
+	if o.UserNS != nil {
+		s.Linux.Namespaces = append(s.Linux.Namespaces, *o.UserNS)
+	}
+	s.Linux.UIDMappings, s.Linux.GIDMappings = o.UIDMappings, o.GIDMappings
+	return true, nil
 }

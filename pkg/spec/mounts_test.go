@@ -1,10 +1,12 @@
 package spec
 
 import (
+	"strings"
 	"testing"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 
 	"github.com/userns-shim/userns-shim/pkg/mapping"
 )
@@ -75,4 +77,41 @@ func TestKubeletVolume(t *testing.T) {
 		assert.Equal(t, tc.plugin, plugin, tc.source)
 		assert.Equal(t, tc.name, name, tc.source)
 	}
+}
+
+func TestRememberRestore(t *testing.T) {
+	mp := []specs.LinuxIDMapping{{ContainerID: 0, HostID: 65536, Size: 65536}}
+	orig := func() *specs.Spec {
+		return &specs.Spec{
+			Root:        &specs.Root{Path: "rootfs"},
+			Annotations: map[string]string{mapping.AnnotationUIDMappings: "0:65536:65536"},
+			Mounts:      []specs.Mount{{Destination: "/v", Type: "bind", Source: "/data", Options: []string{"rbind", "idmap"}, UIDMappings: mp}},
+			Linux:       &specs.Linux{Namespaces: []specs.LinuxNamespace{{Type: specs.PIDNamespace}}},
+		}
+	}
+	ours := func(p string) bool { return strings.HasPrefix(p, "/run/userns-shim/") }
+
+	s := orig()
+	snap := Snapshot(s)
+	// What the shim does to it.
+	s.Root.Path = "/run/userns-shim/staging/c/rootfs"
+	s.Mounts[0].Source = "/run/userns-shim/staging/c/0"
+	StripIDMap(&s.Mounts[0])
+	SetUserNamespace(s, mapping.Mapping{UIDs: mp, GIDs: mp})
+	Namespace(s, specs.UserNamespace).Path = "/run/userns-shim/pods/c/userns"
+	require.NoError(t, Remember(s, snap))
+
+	ok, err := Restore(s, ours)
+	require.NoError(t, err)
+	assert.True(t, ok)
+	assert.Equal(t, orig(), s, "the original spec comes back, annotation gone")
+
+	// An annotation in a spec that points nowhere into the shim (a pod
+	// author's) is dropped and changes nothing.
+	s = orig()
+	s.Annotations[AnnotationOriginal] = `{"root":"/","mounts":[]}`
+	ok, err = Restore(s, ours)
+	require.NoError(t, err)
+	assert.False(t, ok)
+	assert.Equal(t, orig(), s)
 }
