@@ -2,6 +2,7 @@ package shim
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -146,6 +147,10 @@ func (s *Shim) prepare(f *spec.File, bundle string, d Decision, p *state.Pod, re
 	if rec.Rootfs, err = s.idmapRootfs(f.Spec, bundle, d, users, staging); err != nil {
 		return err
 	}
+	versionChanged, err := s.fitVersion(f.Spec)
+	if err != nil {
+		return err
+	}
 	if err := s.State.Save(rec); err != nil {
 		return err
 	}
@@ -153,7 +158,7 @@ func (s *Shim) prepare(f *spec.File, bundle string, d Decision, p *state.Pod, re
 	// namespace joined by path also gets its mappings written out, since runc
 	// refuses one without them. A complete spec stays as it is.
 	addUserNS := d.Source != mapping.SourceSpec
-	if addUserNS || changedMounts(rec.Mounts) || rec.Rootfs != nil && rec.Rootfs.Treatment == TreatShim {
+	if addUserNS || versionChanged || changedMounts(rec.Mounts) || rec.Rootfs != nil && rec.Rootfs.Treatment == TreatShim {
 		if addUserNS {
 			spec.SetUserNamespace(f.Spec, d.Mapping)
 			if p.Pin != "" {
@@ -201,6 +206,34 @@ func previousHostRoot(sp *specs.Spec, bundle string) uint32 {
 		}
 	}
 	return 0
+}
+
+// fitVersion lowers the config's ociVersion for a runtime that refuses newer
+// ones, when nothing in the config needs the newer version (spec.FitVersion).
+// Only crun checks the version: before 1.9 (no `features` command) it takes
+// 1.0.x and 1.1.x, and containerd 2.4 writes 1.3.0, CRI-O 1.34 1.2.1. runc
+// does not check it.
+func (s *Shim) fitVersion(sp *specs.Spec) (bool, error) {
+	have, err := spec.ParseVersion(sp.Version)
+	if err != nil || !(spec.Version{Major: 1, Minor: 1}).Less(have) || filepath.Base(s.RuntimePath) != "crun" {
+		return false, nil
+	}
+	max := spec.Version{Major: 1, Minor: 1}
+	if out, err := runtime.Output(s.RuntimePath, "features"); err == nil {
+		var f struct {
+			Max string `json:"ociVersionMax"`
+		}
+		if json.Unmarshal(out, &f) == nil {
+			if v, err := spec.ParseVersion(f.Max); err == nil {
+				max = v
+			}
+		}
+	}
+	changed, err := spec.FitVersion(sp, max)
+	if changed {
+		s.Log.WithField("ociVersion", sp.Version).Debug("ociVersion lowered for the runtime")
+	}
+	return changed, err
 }
 
 // ownsPath reports whether path lies in the shim's state dir: only the shim

@@ -115,3 +115,29 @@ func TestRememberRestore(t *testing.T) {
 	assert.False(t, ok)
 	assert.Equal(t, orig(), s)
 }
+
+func TestFitVersion(t *testing.T) {
+	v11 := Version{1, 1}
+	s := &specs.Spec{Version: "1.3.0", Process: &specs.Process{}, Linux: &specs.Linux{}}
+	changed, err := FitVersion(s, v11)
+	require.NoError(t, err)
+	assert.True(t, changed)
+	assert.Equal(t, "1.1.0", s.Version)
+
+	s = &specs.Spec{Version: "1.1.0"}
+	changed, err = FitVersion(s, v11)
+	require.NoError(t, err)
+	assert.False(t, changed, "nothing to do for a version the runtime knows")
+
+	s = &specs.Spec{Version: "1.2.1", Process: &specs.Process{IOPriority: &specs.LinuxIOPriority{Class: specs.IOPRIO_CLASS_BE}}}
+	_, err = FitVersion(s, v11)
+	require.ErrorContains(t, err, "process.ioPriority")
+	assert.Equal(t, "1.2.1", s.Version, "a refused config keeps its version")
+
+	s = &specs.Spec{Version: "1.2.0", Mounts: []specs.Mount{{Destination: "/v", Options: []string{"rbind", "ridmap"}}}}
+	_, err = FitVersion(s, v11)
+	require.ErrorContains(t, err, "mounts[/v].ridmap")
+
+	_, err = FitVersion(&specs.Spec{Version: "garbage"}, v11)
+	require.Error(t, err)
+}
