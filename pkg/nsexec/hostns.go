@@ -69,3 +69,23 @@ func ProcOfUserNS(path string) string {
 	}
 	return "/proc/" + pid
 }
+
+// OwningUserNS returns the inode of the user namespace that owns the
+// namespace at path (ioctl NS_GET_USERNS).
+func OwningUserNS(path string) (uint64, error) {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return 0, &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	defer unix.Close(fd)
+	owner, err := unix.IoctlRetInt(fd, unix.NS_GET_USERNS)
+	if err != nil {
+		return 0, &os.PathError{Op: "ioctl NS_GET_USERNS", Path: path, Err: err}
+	}
+	defer unix.Close(owner)
+	var st unix.Stat_t
+	if err := unix.Fstat(owner, &st); err != nil {
+		return 0, &os.PathError{Op: "fstat owner of", Path: path, Err: err}
+	}
+	return st.Ino, nil
+}

@@ -51,7 +51,8 @@ func (s *Shim) create() (_ int, retErr error) {
 	}
 	// A document without "ociVersion" (required by the spec) takes the full
 	// decode, which explains what is wrong with it.
-	if s.Cfg.Mode == config.ModePassthrough && !mayCarryMapping(raw) && bytes.Contains(raw, []byte(`"ociVersion"`)) {
+	// crun may need its ociVersion lowered (fitVersion): not on the fast path.
+	if s.Cfg.Mode == config.ModePassthrough && !mayCarryMapping(raw) && bytes.Contains(raw, []byte(`"ociVersion"`)) && filepath.Base(s.RuntimePath) != "crun" {
 		// Nothing in the document can ask for a mapping: skip the decode.
 		s.Log.WithField("id", id).Debug("no mapping source in config.json; passing through")
 		return 0, runtime.Exec(s.RuntimePath, s.Inv.Args)
@@ -83,6 +84,13 @@ func (s *Shim) create() (_ int, retErr error) {
 			return 0, err
 		}
 		if d.Source == mapping.SourceNone {
+			if changed, err := s.fitVersion(f.Spec); err != nil {
+				return 0, err
+			} else if changed {
+				if err := f.Save(f.Spec); err != nil {
+					return 0, err
+				}
+			}
 			s.Log.WithField("id", id).Debug("no mapping from any source; mode passthrough: running the container as it is")
 			return 0, runtime.Exec(s.RuntimePath, s.Inv.Args)
 		}
@@ -141,6 +149,9 @@ func (s *Shim) prepare(f *spec.File, bundle string, d Decision, p *state.Pod, re
 			err = errors.Join(err, staging.Release())
 		}
 	}()
+	if err := s.checkRuncJoins(f.Spec, p.Pin); err != nil {
+		return err
+	}
 	if rec.Mounts, err = s.idmapMounts(f.Spec, d, users, staging); err != nil {
 		return err
 	}

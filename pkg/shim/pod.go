@@ -9,9 +9,11 @@ import (
 	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 
 	"github.com/userns-shim/userns-shim/pkg/mapping"
 	"github.com/userns-shim/userns-shim/pkg/nsexec"
+	"github.com/userns-shim/userns-shim/pkg/runtime"
 	"github.com/userns-shim/userns-shim/pkg/spec"
 	"github.com/userns-shim/userns-shim/pkg/state"
 )
@@ -96,6 +98,44 @@ func (s *Shim) joinPod(sp *specs.Spec, pod spec.Pod, src Sources, users *nsexec.
 		err = errors.Join(err, nsexec.Unpin(pinned))
 	}
 	return d, p, err
+}
+
+// checkRuncJoins refuses, for runc, a container that joins the pod's pinned
+// user namespace and also another namespace by path that a different user
+// namespace owns: runc joins the user namespace first and then lacks the
+// rights to join the other ("failed to setns into net namespace: Operation
+// not permitted", reported by runc as an EOF). containerd before 1.7 makes
+// pod network namespaces in the host's user namespace; crun joins them first
+// and works.
+func (s *Shim) checkRuncJoins(sp *specs.Spec, pin string) error {
+	if pin == "" || sp.Linux == nil {
+		return nil
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(pin, &st); err != nil {
+		return &os.PathError{Op: "stat", Path: pin, Err: err}
+	}
+	for _, ns := range sp.Linux.Namespaces {
+		if ns.Path == "" || ns.Type == specs.UserNamespace {
+			continue
+		}
+		owner, err := nsexec.OwningUserNS(ns.Path)
+		if err != nil {
+			return err
+		}
+		if owner == st.Ino {
+			continue
+		}
+		// Which runtime it is matters only now: ask it (one call, in this
+		// rare case) rather than trust the binary's name.
+		if out, err := runtime.Output(s.RuntimePath, "--version"); err != nil {
+			return err
+		} else if inf, _ := runtime.ParseVersion(out); inf.Name == "runc" {
+			return fmt.Errorf("runc joins the pod's user namespace before the %s namespace %s, which another user namespace owns (containerd before 1.7 makes pod network namespaces in the host's): runc cannot do that; put crun behind the shim, or use a CRI runtime that makes the pod's user namespace itself (containerd >= 2, CRI-O)",
+				ns.Type, ns.Path)
+		}
+	}
+	return nil
 }
 
 // pinPodUserNS makes the pod's user namespace and pins it under the state
