@@ -36,9 +36,12 @@ integration: build
 
 e2e-deps:
 	@hack/e2e/install-deps.sh
+	@hack/e2e/install-deps-clients.sh
 
-# Root-only: real clients (podman/conmon) with the shim as their runtime;
-# images built offline by hack/e2e/images.sh into .cache/e2e-images.
+# Root-only: real clients (podman/conmon, containerd 1.6 with crictl) with
+# the shim as their runtime; images built offline by hack/e2e/images.sh into
+# .cache/e2e-images; crictl and the other Go tools built once by
+# hack/e2e/tools.sh into /var/cache/userns-shim-e2e (about 5 minutes cold).
 e2e: e2e-deps build
 	$(GO) test -count=1 -v -timeout 30m ./e2e/
 
