@@ -396,6 +396,14 @@ func TestLifecycleMappingSources(t *testing.T) {
 				t.Errorf("root.path %s: want the shim's ID-mapped rootfs under %s/staging", b.Spec.Root.Path, e.StateDir)
 			}
 			b.Spec.Root.Path = before.Root.Path
+			// The shim keeps what it changed for a re-create from this file.
+			if _, ok := b.Spec.Annotations["userns-shim.io/original"]; !ok {
+				t.Errorf("config.json: no userns-shim.io/original annotation after a rewrite")
+			}
+			delete(b.Spec.Annotations, "userns-shim.io/original")
+			if len(b.Spec.Annotations) == 0 {
+				b.Spec.Annotations = before.Annotations
+			}
 			if got, want := lcJSON(t, b.Spec), lcJSON(t, &before); got != want {
 				t.Errorf("config.json changed beyond root.path:\nbefore %s\nafter  %s", want, got)
 			}

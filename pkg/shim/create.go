@@ -51,8 +51,9 @@ func (s *Shim) create() (_ int, retErr error) {
 	}
 	// A document without "ociVersion" (required by the spec) takes the full
 	// decode, which explains what is wrong with it.
-	// crun may need its ociVersion lowered (fitVersion): not on the fast path.
-	if s.Cfg.Mode == config.ModePassthrough && !mayCarryMapping(raw) && bytes.Contains(raw, []byte(`"ociVersion"`)) && filepath.Base(s.RuntimePath) != "crun" {
+	// A version newer than 1.1 may have to be lowered for the runtime
+	// (fitVersion): not on the fast path.
+	if s.Cfg.Mode == config.ModePassthrough && !mayCarryMapping(raw) && !newerThan11(raw) {
 		// Nothing in the document can ask for a mapping: skip the decode.
 		s.Log.WithField("id", id).Debug("no mapping source in config.json; passing through")
 		return 0, runtime.Exec(s.RuntimePath, s.Inv.Args)
@@ -223,28 +224,75 @@ func previousHostRoot(sp *specs.Spec, bundle string) uint32 {
 // ones, when nothing in the config needs the newer version (spec.FitVersion).
 // Only crun checks the version: before 1.9 (no `features` command) it takes
 // 1.0.x and 1.1.x, and containerd 2.4 writes 1.3.0, CRI-O 1.34 1.2.1. runc
-// does not check it.
+// does not check it. Which runtime it is comes from asking it, once per
+// binary (cached in the state dir), not from its file name: wrappers are
+// common.
 func (s *Shim) fitVersion(sp *specs.Spec) (bool, error) {
 	have, err := spec.ParseVersion(sp.Version)
-	if err != nil || !(spec.Version{Major: 1, Minor: 1}).Less(have) || filepath.Base(s.RuntimePath) != "crun" {
+	if err != nil || !(spec.Version{Major: 1, Minor: 1}).Less(have) {
 		return false, nil
 	}
-	max := spec.Version{Major: 1, Minor: 1}
-	if out, err := runtime.Output(s.RuntimePath, "features"); err == nil {
-		var f struct {
-			Max string `json:"ociVersionMax"`
-		}
-		if json.Unmarshal(out, &f) == nil {
-			if v, err := spec.ParseVersion(f.Max); err == nil {
-				max = v
-			}
-		}
+	facts := s.runtimeFacts()
+	if facts.Name != "crun" {
+		return false, nil
+	}
+	max, err := spec.ParseVersion(facts.OCIMax)
+	if err != nil {
+		return false, nil
 	}
 	changed, err := spec.FitVersion(sp, max)
 	if changed {
 		s.Log.WithField("ociVersion", sp.Version).Debug("ociVersion lowered for the runtime")
 	}
 	return changed, err
+}
+
+// runtimeFacts returns what the real runtime is, from the state dir's cache
+// or by asking it (`--version`, `features`).
+func (s *Shim) runtimeFacts() state.RuntimeFacts {
+	if f, ok := s.State.CachedRuntime(s.RuntimePath); ok {
+		return f
+	}
+	var f state.RuntimeFacts
+	out, err := runtime.Output(s.RuntimePath, "--version")
+	if err != nil {
+		return f
+	}
+	inf, _ := runtime.ParseVersion(out)
+	f.Name, f.Version, f.OCIMax = inf.Name, inf.Version, inf.Spec
+	if inf.Name == "crun" {
+		f.OCIMax = "1.1.0" // crun before 1.9 says spec 1.0.0 but takes 1.1.x too
+	}
+	if out, err := runtime.Output(s.RuntimePath, "features"); err == nil {
+		var feat struct {
+			Max string `json:"ociVersionMax"`
+		}
+		if json.Unmarshal(out, &feat) == nil && feat.Max != "" {
+			f.OCIMax, f.HasFeat = feat.Max, true
+		}
+	}
+	if err := s.State.CacheRuntime(s.RuntimePath, f); err != nil {
+		s.Log.WithError(err).Debug("cache runtime facts")
+	}
+	return f
+}
+
+// newerThan11 is a cheap scan: does raw's ociVersion say 1.2 or later?
+func newerThan11(raw []byte) bool {
+	i := bytes.Index(raw, []byte(`"ociVersion"`))
+	if i < 0 {
+		return true // no version: the full decode explains what is wrong
+	}
+	rest := bytes.TrimLeft(raw[i+len(`"ociVersion"`):], " \t\r\n:")
+	if len(rest) == 0 || rest[0] != '"' {
+		return true
+	}
+	end := bytes.IndexByte(rest[1:], '"')
+	if end < 0 {
+		return true
+	}
+	v, err := spec.ParseVersion(string(rest[1 : 1+end]))
+	return err != nil || (spec.Version{Major: 1, Minor: 1}).Less(v)
 }
 
 // ownsPath reports whether path lies in the shim's state dir: only the shim

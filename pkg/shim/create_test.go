@@ -189,3 +189,18 @@ func TestMayCarryMapping(t *testing.T) {
 		assert.True(t, mayCarryMapping([]byte(s)), s)
 	}
 }
+
+func TestNewerThan11(t *testing.T) {
+	for raw, want := range map[string]bool{
+		`{"ociVersion":"1.0.2-dev"}`: false,
+		`{"ociVersion": "1.1.0"}`:    false,
+		`{"ociVersion" : "1.2.1"}`:   true,
+		`{"ociVersion":"1.3.0"}`:     true,
+		`{"ociVersion":"2.0.0"}`:     true,
+		`{"process":{}}`:             true, // no version: the full decode says why
+		`{"ociVersion":"garbage"}`:   true,
+		`{"ociVersion":1}`:           true,
+	} {
+		assert.Equal(t, want, newerThan11([]byte(raw)), raw)
+	}
+}
