@@ -100,21 +100,10 @@ func criStart(t *testing.T, kind string) *criDaemon {
 		d.Shims[h] = s
 		handlers = append(handlers, h+"="+s.Wrapper)
 	}
-	if kind == "crio" {
-		// CRI-O writes pids.limit -1 (its default pids_limit) into every
-		// container's config, which Debian's crun 1.8.1 cannot apply on
-		// cgroup v1 ("writing file `pids.max`: Invalid argument"); a bare crun
-		// handler fails the same way. A finite limit, as an operator would
-		// set in a drop-in, avoids it.
-		confD := filepath.Join(dir, "crio-conf.d")
-		if err := os.MkdirAll(confD, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(confD, "60-e2e-pids.conf"), []byte("[crio.runtime]\npids_limit = 32768\n"), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		extraEnv = append(extraEnv, "CRIO_CONF_D="+confD)
-	}
+	// CRI-O writes pids.limit -1 (its default pids_limit) into every
+	// container's config, which Debian's crun 1.8.1 cannot apply on cgroup v1
+	// ("writing file `pids.max`: Invalid argument"): the shim drops it for
+	// such a crun, so no drop-in is needed here.
 	script := "../hack/e2e/" + map[string]string{"containerd2": "containerd2.sh", "crio": "crio.sh"}[kind]
 	env := []string{"SHIM_HANDLERS=" + strings.Join(handlers, " "), "E2E_LOG_LEVEL=debug"}
 	env = append(env, extraEnv...)

@@ -52,7 +52,7 @@ func (s *Shim) create() (_ int, retErr error) {
 	// A document without "ociVersion" (required by the spec) takes the full
 	// decode, which explains what is wrong with it.
 	// A version newer than 1.1 may have to be lowered for the runtime
-	// (fitVersion): not on the fast path.
+	// (fitRuntime): not on the fast path.
 	if s.Cfg.Mode == config.ModePassthrough && !mayCarryMapping(raw) && !newerThan11(raw) {
 		// Nothing in the document can ask for a mapping: skip the decode.
 		s.Log.WithField("id", id).Debug("no mapping source in config.json; passing through")
@@ -85,7 +85,7 @@ func (s *Shim) create() (_ int, retErr error) {
 			return 0, err
 		}
 		if d.Source == mapping.SourceNone {
-			if changed, err := s.fitVersion(f.Spec); err != nil {
+			if changed, err := s.fitRuntime(f.Spec); err != nil {
 				return 0, err
 			} else if changed {
 				if err := f.Save(f.Spec); err != nil {
@@ -159,7 +159,7 @@ func (s *Shim) prepare(f *spec.File, bundle string, d Decision, p *state.Pod, re
 	if rec.Rootfs, err = s.idmapRootfs(f.Spec, bundle, d, users, staging); err != nil {
 		return err
 	}
-	versionChanged, err := s.fitVersion(f.Spec)
+	fitted, err := s.fitRuntime(f.Spec)
 	if err != nil {
 		return err
 	}
@@ -170,7 +170,7 @@ func (s *Shim) prepare(f *spec.File, bundle string, d Decision, p *state.Pod, re
 	// namespace joined by path also gets its mappings written out, since runc
 	// refuses one without them. A complete spec stays as it is.
 	addUserNS := d.Source != mapping.SourceSpec
-	if addUserNS || versionChanged || changedMounts(rec.Mounts) || rec.Rootfs != nil && rec.Rootfs.Treatment == TreatShim {
+	if addUserNS || fitted || changedMounts(rec.Mounts) || rec.Rootfs != nil && rec.Rootfs.Treatment == TreatShim {
 		if addUserNS {
 			spec.SetUserNamespace(f.Spec, d.Mapping)
 			if p.Pin != "" {
@@ -220,31 +220,52 @@ func previousHostRoot(sp *specs.Spec, bundle string) uint32 {
 	return 0
 }
 
-// fitVersion lowers the config's ociVersion for a runtime that refuses newer
-// ones, when nothing in the config needs the newer version (spec.FitVersion).
+// fitRuntime adapts a config to what Debian's crun 1.8.1 can run: it lowers
+// the ociVersion for a runtime that refuses newer ones, when nothing in the
+// config needs the newer version (spec.FitVersion), and drops a pids limit
+// of -1 that crun before 1.9 cannot apply on cgroup v1.
 // Only crun checks the version: before 1.9 (no `features` command) it takes
 // 1.0.x and 1.1.x, and containerd 2.4 writes 1.3.0, CRI-O 1.34 1.2.1. runc
 // does not check it. Which runtime it is comes from asking it, once per
 // binary (cached in the state dir), not from its file name: wrappers are
 // common.
-func (s *Shim) fitVersion(sp *specs.Spec) (bool, error) {
+func (s *Shim) fitRuntime(sp *specs.Spec) (bool, error) {
 	have, err := spec.ParseVersion(sp.Version)
-	if err != nil || !(spec.Version{Major: 1, Minor: 1}).Less(have) {
+	newer := err == nil && (spec.Version{Major: 1, Minor: 1}).Less(have)
+	unlimitedPids := sp.Linux != nil && sp.Linux.Resources != nil && sp.Linux.Resources.Pids != nil && sp.Linux.Resources.Pids.Limit != nil && *sp.Linux.Resources.Pids.Limit == -1
+	if !newer && !unlimitedPids {
 		return false, nil
 	}
 	facts := s.runtimeFacts()
 	if facts.Name != "crun" {
 		return false, nil
 	}
+	changed := false
+	if unlimitedPids && cgroupV1() && !facts.HasFeat {
+		// crun before 1.9 writes -1 to pids.max, which cgroup v1 refuses
+		// (EINVAL); no limit is what -1 means, and a new cgroup has none.
+		sp.Linux.Resources.Pids = nil
+		changed = true
+	}
+	if !newer {
+		return changed, nil
+	}
 	max, err := spec.ParseVersion(facts.OCIMax)
 	if err != nil {
 		return false, nil
 	}
-	changed, err := spec.FitVersion(sp, max)
-	if changed {
+	lowered, err := spec.FitVersion(sp, max)
+	if lowered {
 		s.Log.WithField("ociVersion", sp.Version).Debug("ociVersion lowered for the runtime")
 	}
-	return changed, err
+	return changed || lowered, err
+}
+
+// cgroupV1 reports whether the pids controller is a cgroup v1 one here (v1
+// or the hybrid layout), where "max" must be written as such.
+func cgroupV1() bool {
+	var st unix.Statfs_t
+	return unix.Statfs("/sys/fs/cgroup/pids", &st) == nil && st.Type == unix.CGROUP_SUPER_MAGIC
 }
 
 // runtimeFacts returns what the real runtime is, from the state dir's cache
