@@ -76,25 +76,6 @@ tools() {
 	DAEMON_BIN=$(readlink -f "$CONTAINERD16")
 }
 
-print_env() {
-	cat <<EOF
-RUNTIME_ENDPOINT=unix://$SOCK
-CONTAINERD_ADDRESS=$SOCK
-CRICTL_CONFIG=$DIR/crictl.yaml
-DAEMON_PID=$(cat "$PIDFILE" 2>/dev/null)
-DAEMON_LOG=$LOGFILE
-DAEMON_CONFIG=$DIR/config.toml
-HANDLER_RUNC=$(sed -n "s/^ *BinaryName = '\(.*\)'\$/\1/p" "$DIR/config.toml" 2>/dev/null | sed -n 1p)
-HANDLER_CRUN=$(sed -n "s/^ *BinaryName = '\(.*\)'\$/\1/p" "$DIR/config.toml" 2>/dev/null | sed -n 2p)
-EOF
-}
-
-# toml_str S: S as a TOML literal string (no quote may appear in S).
-toml_str() {
-	case $1 in *"'"*) die "a quote in '$1' cannot go into the config" ;; esac
-	printf "'%s'" "$1"
-}
-
 write_config() {
 	out=$1
 	cri='plugins."io.containerd.grpc.v1.cri"'
@@ -181,7 +162,7 @@ start)
 			die "already running (pid $(cat "$PIDFILE")) with another config: stop it first"
 		fi
 		rm -f "$DIR/config.toml.new" "$DIR/runtime/roots.tmp"
-		print_env
+		containerd_print_env
 		exit 0
 	fi
 	mv -f "$DIR/config.toml.new" "$DIR/config.toml"
@@ -197,8 +178,8 @@ EOF
 	PATH=$(dirname "$CONTAINERD16_SHIM"):$PATH
 	export PATH
 	start_daemon "$SOCK" "$CONTAINERD16" --config "$DIR/config.toml"
-	print_env >"$DIR/env"
-	print_env
+	containerd_print_env >"$DIR/env"
+	containerd_print_env
 	;;
 stop)
 	tools

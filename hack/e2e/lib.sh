@@ -312,3 +312,23 @@ remove_bridge() {
 config_changed() {
 	! cmp -s "$1" "$2"
 }
+
+# toml_str S: S as a TOML literal string (no quote may appear in S).
+toml_str() {
+	case $1 in *"'"*) die "a quote in '$1' cannot go into the config" ;; esac
+	printf "'%s'" "$1"
+}
+
+# containerd_print_env: what a containerd start prints and saves (both versions).
+containerd_print_env() {
+	cat <<EOF
+RUNTIME_ENDPOINT=unix://$SOCK
+CONTAINERD_ADDRESS=$SOCK
+CRICTL_CONFIG=$DIR/crictl.yaml
+DAEMON_PID=$(cat "$PIDFILE" 2>/dev/null)
+DAEMON_LOG=$LOGFILE
+DAEMON_CONFIG=$DIR/config.toml
+HANDLER_RUNC=$(sed -n "s/^ *BinaryName = '\(.*\)'\$/\1/p" "$DIR/config.toml" 2>/dev/null | sed -n 1p)
+HANDLER_CRUN=$(sed -n "s/^ *BinaryName = '\(.*\)'\$/\1/p" "$DIR/config.toml" 2>/dev/null | sed -n 2p)
+EOF
+}
