@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"syscall"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -28,9 +29,11 @@ type File struct {
 	Path string
 	Raw  []byte // the bytes as read
 	Spec *specs.Spec
-	mode os.FileMode
-	uid  int
-	gid  int
+	// unknown: Raw has fields specs-go does not know, which Save keeps.
+	unknown bool
+	mode    os.FileMode
+	uid     int
+	gid     int
 }
 
 // Load reads and decodes path (see Read).
@@ -44,12 +47,12 @@ func Load(path string) (*File, error) {
 
 // FromBytes decodes raw, the content of path as Read returned it with st.
 func FromBytes(path string, raw []byte, st os.FileInfo) (*File, error) {
-	s, err := Decode(raw)
+	s, unknown, err := decode(raw)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	sys := st.Sys().(*syscall.Stat_t)
-	return &File{Path: path, Raw: raw, Spec: s, mode: st.Mode().Perm(), uid: int(sys.Uid), gid: int(sys.Gid)}, nil
+	return &File{Path: path, Raw: raw, Spec: s, unknown: unknown, mode: st.Mode().Perm(), uid: int(sys.Uid), gid: int(sys.Gid)}, nil
 }
 
 // Read returns the bytes of path, which must be a regular file (not a
@@ -117,30 +120,43 @@ func syntaxError(raw []byte) error {
 
 // Decode parses a config.json document.
 func Decode(raw []byte) (*specs.Spec, error) {
+	s, _, err := decode(raw)
+	return s, err
+}
+
+// decode parses raw and tells whether it has fields specs-go does not know.
+// The strict decode is the common case's only one: a document with unknown
+// fields (rare) is decoded a second time, leniently.
+func decode(raw []byte) (*specs.Spec, bool, error) {
 	var s specs.Spec
-	if err := json.Unmarshal(raw, &s); err != nil {
+	d := json.NewDecoder(bytes.NewReader(raw))
+	d.DisallowUnknownFields()
+	err := d.Decode(&s)
+	unknown := err != nil && strings.HasPrefix(err.Error(), "json: unknown field ")
+	if unknown {
+		s = specs.Spec{}
+		err = json.Unmarshal(raw, &s)
+	}
+	if err != nil {
 		var se *json.SyntaxError
 		if errors.As(err, &se) {
-			return nil, fmt.Errorf("not valid JSON at byte %d: %w", se.Offset, err)
+			return nil, false, fmt.Errorf("not valid JSON at byte %d: %w", se.Offset, err)
 		}
-		return nil, fmt.Errorf("not a valid OCI runtime spec: %w", err)
+		return nil, false, fmt.Errorf("not a valid OCI runtime spec: %w", err)
 	}
 	if s.Process == nil && s.Root == nil && s.Linux == nil {
-		return nil, errors.New("not an OCI runtime spec: no process, root or linux section")
+		return nil, false, errors.New("not an OCI runtime spec: no process, root or linux section")
 	}
-	return &s, nil
+	return &s, unknown, nil
 }
 
 // Encode marshals s, keeping every field of orig (the document s was decoded
 // from) that specs-go does not know, so a rewrite never drops what a newer
-// CRI runtime wrote.
-func Encode(s *specs.Spec, orig []byte) ([]byte, error) {
+// CRI runtime wrote. unknown says whether orig has such fields.
+func Encode(s *specs.Spec, orig []byte, unknown bool) ([]byte, error) {
 	out, err := json.Marshal(s)
-	if err != nil {
-		return nil, err
-	}
-	if !hasUnknownFields(orig) {
-		return out, nil
+	if err != nil || !unknown {
+		return out, err
 	}
 	var o, known, next any
 	if err := json.Unmarshal(orig, &o); err != nil {
@@ -163,13 +179,6 @@ func Encode(s *specs.Spec, orig []byte) ([]byte, error) {
 	}
 	restoreUnknown(o, known, next)
 	return json.Marshal(next)
-}
-
-func hasUnknownFields(raw []byte) bool {
-	d := json.NewDecoder(bytes.NewReader(raw))
-	d.DisallowUnknownFields()
-	var s specs.Spec
-	return d.Decode(&s) != nil
 }
 
 // restoreUnknown copies into next every object key that orig has and known
@@ -212,7 +221,7 @@ func restoreUnknown(orig, known, next any) {
 // directory, fsync, the original's mode and owner, then rename. Readers see
 // either the old document or the whole new one.
 func (f *File) Save(s *specs.Spec) error {
-	data, err := Encode(s, f.Raw)
+	data, err := Encode(s, f.Raw, f.unknown)
 	if err != nil {
 		return fmt.Errorf("encode %s: %w", f.Path, err)
 	}

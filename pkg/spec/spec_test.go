@@ -62,11 +62,12 @@ func TestEncodeKeepsUnknownFields(t *testing.T) {
 "root":{"path":"rootfs"},"futureTopLevel":[1,2],
 "mounts":[{"destination":"/a","type":"bind","source":"/x","futureMountField":"keep"},{"destination":"/b"}],
 "linux":{"namespaces":[{"type":"pid"}],"futureLinux":true}}`
-	s, err := Decode([]byte(orig))
+	s, unknown, err := decode([]byte(orig))
 	require.NoError(t, err)
 	SetUserNamespace(s, mapping.Mapping{UIDs: []specs.LinuxIDMapping{{HostID: 65536, Size: 65536}}})
 	s.Mounts[0].Source = "/y"
-	out, err := Encode(s, []byte(orig))
+	assert.True(t, unknown, "the document has fields specs-go does not know")
+	out, err := Encode(s, []byte(orig), unknown)
 	require.NoError(t, err)
 
 	var got map[string]any
@@ -165,14 +166,14 @@ func FuzzEncode(f *testing.F) {
 	f.Add([]byte(minimal))
 	f.Add([]byte(`{"process":{"args":["a"]},"x":{"y":[{"z":1}]},"mounts":[{"destination":"/a","k":2}]}`))
 	f.Fuzz(func(t *testing.T, raw []byte) {
-		s, err := Decode(raw)
+		s, unknown, err := decode(raw)
 		if err != nil {
 			return
 		}
 		m := mapping.Mapping{UIDs: []specs.LinuxIDMapping{{HostID: 65536, Size: 65536}}}
 		m.GIDs = m.UIDs
 		SetUserNamespace(s, m)
-		out, err := Encode(s, raw)
+		out, err := Encode(s, raw, unknown)
 		if err != nil {
 			t.Fatalf("encode: %v", err)
 		}
@@ -215,4 +216,12 @@ func TestPodOf(t *testing.T) {
 			assert.Equal(t, tc.want, got)
 		})
 	}
+}
+
+func TestDecodeKnownOnly(t *testing.T) {
+	_, unknown, err := decode([]byte(minimal))
+	require.NoError(t, err)
+	assert.False(t, unknown)
+	_, _, err = decode([]byte(`{"process":{"args":"not-a-list"}}`))
+	require.ErrorContains(t, err, "not a valid OCI runtime spec")
 }
