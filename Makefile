@@ -61,4 +61,5 @@ clean:
 	rm -rf bin .cache
 
 image: build
-	podman build -t userns-shim:$(VERSION) .
+	cp "$$(command -v busybox)" bin/busybox
+	podman build --pull=never -t userns-shim:$(VERSION) .
