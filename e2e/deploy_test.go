@@ -502,7 +502,6 @@ func TestDeployImage(t *testing.T) {
 
 	t.Run("daemonset-install", func(t *testing.T) {
 
-
 		// The DaemonSet's init container under podman: its command, its
 		// mounts (hostPath volumes -> temporary "host" directories, the
 		// ConfigMap -> a directory of its data).
