@@ -2,11 +2,14 @@ package shim
 
 import (
 	"io/fs"
+	"os"
+	"path/filepath"
 	"testing"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
 
 	"github.com/userns-shim/userns-shim/pkg/config"
 	"github.com/userns-shim/userns-shim/pkg/mapping"
@@ -203,4 +206,34 @@ func TestNewerThan11(t *testing.T) {
 	} {
 		assert.Equal(t, want, newerThan11([]byte(raw)), raw)
 	}
+}
+
+// TestRemoveStagingLeavesMountsWhole: a mount still below a staging
+// directory is neither entered nor emptied.
+func TestRemoveStagingLeavesMountsWhole(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: mounts a tmpfs")
+	}
+	dir := t.TempDir()
+	staging := filepath.Join(dir, "staging")
+	vol := filepath.Join(staging, "0")
+	require.NoError(t, os.MkdirAll(vol, 0o711))
+	require.NoError(t, unix.Mount("tmpfs", vol, "tmpfs", 0, ""))
+	defer unix.Unmount(vol, unix.MNT_DETACH)
+	keep := filepath.Join(vol, "precious")
+	require.NoError(t, os.WriteFile(keep, []byte("data"), 0o644))
+	// A bind of vol elsewhere stands for the volume's other users; the
+	// staging mount itself is detached by removeStaging, which must then
+	// remove only the empty directory.
+	other := filepath.Join(dir, "other")
+	require.NoError(t, os.Mkdir(other, 0o755))
+	require.NoError(t, unix.Mount(vol, other, "", unix.MS_BIND, ""))
+	defer unix.Unmount(other, unix.MNT_DETACH)
+
+	require.NoError(t, removeStaging(staging))
+	_, err := os.Stat(staging)
+	assert.True(t, os.IsNotExist(err), "staging removed")
+	data, err := os.ReadFile(filepath.Join(other, "precious"))
+	require.NoError(t, err, "the volume's content is untouched")
+	assert.Equal(t, "data", string(data))
 }

@@ -268,11 +268,21 @@ func removeStaging(dir string) error {
 			return &os.PathError{Op: "umount", Path: m.Mountpoint, Err: err}
 		}
 	}
+	// Never step into another mount: whatever is still mounted below dir
+	// (a volume) is left whole, and reported.
+	root, err := mountID(dir)
+	if err != nil {
+		return err
+	}
 	var paths []string
 	err = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err == nil {
-			paths = append(paths, p)
+		if err != nil {
+			return nil
 		}
+		if id, err := mountID(p); err != nil || id != root {
+			return fmt.Errorf("%s is still a mount point (or unreadable: %v): left in place", p, err)
+		}
+		paths = append(paths, p)
 		return nil
 	})
 	if err != nil {
@@ -284,6 +294,16 @@ func removeStaging(dir string) error {
 		}
 	}
 	return nil
+}
+
+// mountID is the unique ID of the mount that holds path (not following a
+// final symlink).
+func mountID(path string) (uint64, error) {
+	var stx unix.Statx_t
+	if err := unix.Statx(unix.AT_FDCWD, path, unix.AT_SYMLINK_NOFOLLOW, unix.STATX_MNT_ID_UNIQUE, &stx); err != nil {
+		return 0, &os.PathError{Op: "statx", Path: path, Err: err}
+	}
+	return stx.Mnt_id, nil
 }
 
 // doctor checks whether this node can run user-namespaced pods through the
