@@ -46,6 +46,7 @@ e2e: e2e-deps build
 	$(GO) test -count=1 -v -timeout 30m ./e2e/
 
 bench: deps
+	$(GO) test -run '^$$' -bench . -benchmem ./pkg/runcargs ./pkg/mapping ./pkg/spec
 	$(GO) run ./hack/bench $(BENCH_FLAGS)
 
 fuzz:
