@@ -28,6 +28,7 @@ have conmon || [ -x /usr/bin/conmon ] || [ -x /usr/libexec/podman/conmon ] || ne
 [ -x /usr/lib/cni/bridge ] && [ -x /usr/lib/cni/host-local ] && [ -x /usr/lib/cni/loopback ] ||
 	need="$need containernetworking-plugins"
 have gcc || need="$need gcc"
+have ip || [ -x /usr/sbin/ip ] || need="$need iproute2"  # lib.sh removes test bridges
 have make || need="$need make"
 have pkg-config || need="$need pkg-config"
 { have pkg-config && pkg-config --exists libseccomp; } || have_pkg libseccomp-dev || need="$need libseccomp-dev"
