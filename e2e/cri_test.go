@@ -82,9 +82,8 @@ func criStart(t *testing.T, kind string) *criDaemon {
 	if err := os.MkdirAll(d.Dir, 0o711); err != nil {
 		t.Fatal(err)
 	}
-	// The real runtimes the daemon's own runc/crun handlers use (the scripts
-	// write the wrappers at start): the shim must call the same ones.
-	real := map[string]string{"runc": "/usr/sbin/runc", "crun": filepath.Join(d.Dir, "crun-hybrid")}
+	// The real runtimes the daemon's own runc/crun handlers use : the shim must call the same ones.
+	real := map[string]string{"runc": "/usr/sbin/runc", "crun": crunHybrid(t)}
 	if kind == "crio" {
 		real = map[string]string{"runc": filepath.Join(d.Dir, "runc-oomclamp"), "crun": filepath.Join(d.Dir, "crun-oomclamp")}
 	}

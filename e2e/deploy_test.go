@@ -83,7 +83,7 @@ func dpStart(t *testing.T, kind string, fill func(confD string, shim *Shim, root
 	// The real runtime behind the shim: the daemon's own crun handler
 	// binary (written by the start script), so that the shim gets the same
 	// workarounds for this machine.
-	real := filepath.Join(d.Dir, "crun-hybrid")
+	real := crunHybrid(t)
 	if kind == "crio" {
 		real = filepath.Join(d.Dir, "crun-oomclamp")
 	}

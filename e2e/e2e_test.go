@@ -223,40 +223,32 @@ type Runtime struct {
 	Path string // absolute: what the shim's config names as runtime
 }
 
-// crunWrapper runs Debian's crun 1.8.1 in a private mount namespace without
-// the cgroup2 mount of the hybrid layout, which it refuses ("cgroups in
-// hybrid mode not supported"). The host is not changed.
-const crunWrapper = `#!/bin/sh
-exec unshare -m --propagation private sh -c 'umount /sys/fs/cgroup/unified 2>/dev/null; exec crun "$@"' crun "$@"
-`
-
 // runtimes returns runc and crun (through the hybrid-cgroup wrapper when this
 // host needs it), by absolute path: conmon gives the runtime no PATH at all.
+// crunHybrid is hack/crun-hybrid: crun behind the hybrid-cgroup workaround,
+// also what the e2e daemons' crun handlers run.
+func crunHybrid(t *testing.T) string {
+	t.Helper()
+	p, err := filepath.Abs("../hack/crun-hybrid")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
 func runtimes(t *testing.T) []Runtime {
 	t.Helper()
 	var rts []Runtime
 	if p, err := exec.LookPath("runc"); err == nil {
 		rts = append(rts, Runtime{Name: "runc", Path: p})
 	}
-	if p, err := exec.LookPath("crun"); err == nil {
-		if hybridCgroups() {
-			p = filepath.Join(t.TempDir(), "crun")
-			if err := os.WriteFile(p, []byte(crunWrapper), 0o755); err != nil {
-				t.Fatal(err)
-			}
-		}
-		rts = append(rts, Runtime{Name: "crun", Path: p})
+	if _, err := exec.LookPath("crun"); err == nil {
+		rts = append(rts, Runtime{Name: "crun", Path: crunHybrid(t)})
 	}
 	if len(rts) == 0 {
 		missing(t, "neither runc nor crun is installed (apt-get install runc crun)")
 	}
 	return rts
-}
-
-func hybridCgroups() bool {
-	st, err1 := os.Stat("/sys/fs/cgroup/unified")
-	cpu, err2 := os.Stat("/sys/fs/cgroup/cpu")
-	return err1 == nil && err2 == nil && st.IsDir() && cpu.IsDir()
 }
 
 // The allocator pool the tests give the shim: clear of the default pool (a

@@ -15,17 +15,11 @@ rm -rf "$work"
 mkdir -p "$work"
 chmod 755 "$work"
 
-# Debian's crun 1.8.1 refuses the hybrid cgroup layout (a cgroup2 mount at
-# /sys/fs/cgroup/unified next to v1 controllers). Run it in a private mount
-# namespace without that mount; the host is not changed.
-if [ "$(basename "$runtime")" = crun ] && [ -d /sys/fs/cgroup/unified ] && [ -d /sys/fs/cgroup/cpu ]; then
-	cat >"$work/crun" <<'EOF'
-#!/bin/sh
-exec unshare -m --propagation private sh -c 'umount /sys/fs/cgroup/unified 2>/dev/null; exec crun "$@"' crun "$@"
-EOF
-	chmod +x "$work/crun"
-	echo "note: crun runs through $work/crun (hybrid cgroups on this host)"
-	runtime=$work/crun
+# Debian's crun 1.8.1 refuses the hybrid cgroup layout: hack/crun-hybrid runs
+# it without the cgroup2 mount, in a private mount namespace of its own.
+if [ "$(basename "$runtime")" = crun ]; then
+	runtime=$(realpath "$(dirname "$0")/crun-hybrid")
+	echo "note: crun runs through $runtime"
 fi
 
 cat >"$work/config.toml" <<EOF

@@ -69,10 +69,11 @@ CONTAINERD16_SHIM=${CONTAINERD16_SHIM:-/usr/bin/containerd-shim-runc-v2}
 # Only crictl comes from hack/e2e/tools.sh; the daemon is Debian's. Setting
 # CONTAINERD keeps load_tools from pointing it at the 2.4 build.
 tools() {
-	CONTAINERD=$CONTAINERD16
-	CONTAINERD_SHIM=$CONTAINERD16_SHIM
 	load_tools
 	[ -x "$CONTAINERD16" ] || die "$CONTAINERD16 missing: apt-get install containerd"
+	[ -x "$CONTAINERD16_SHIM" ] || die "$CONTAINERD16_SHIM missing: apt-get install containerd"
+	CONTAINERD=$CONTAINERD16
+	CONTAINERD_SHIM=$CONTAINERD16_SHIM
 	DAEMON_BIN=$(readlink -f "$CONTAINERD16")
 }
 
@@ -141,71 +142,4 @@ EOF
 	} >"$out"
 }
 
-case $cmd in
-start)
-	tools
-	[ -x "$CONTAINERD16_SHIM" ] || die "$CONTAINERD16_SHIM missing: apt-get install containerd"
-	mkdir -p "$DIR/root" "$DIR/state" "$DIR/opt" "$DIR/conf.d" "$DIR/runtime"
-	setup_runtimes
-	check_handlers
-	write_cni "$DIR/cni/net.d" "$DIR/cni/ipam" e2e-containerd16 "$CNI_BRIDGE" "$CNI_SUBNET"
-	rm -f "$DIR/conf.d"/*.toml
-	if [ -n "${CONTAINERD_CONF_D:-}" ]; then
-		for f in "$CONTAINERD_CONF_D"/*.toml; do
-			[ -f "$f" ] && cp "$f" "$DIR/conf.d/"
-		done
-	fi
-	write_config "$DIR/config.toml.new"
-	if running; then
-		if config_changed "$DIR/config.toml.new" "$DIR/config.toml"; then
-			rm -f "$DIR/config.toml.new" "$DIR/runtime/roots.tmp"
-			die "already running (pid $(cat "$PIDFILE")) with another config: stop it first"
-		fi
-		rm -f "$DIR/config.toml.new" "$DIR/runtime/roots.tmp"
-		containerd_print_env
-		exit 0
-	fi
-	mv -f "$DIR/config.toml.new" "$DIR/config.toml"
-	commit_roots
-	cat >"$DIR/crictl.yaml" <<EOF
-runtime-endpoint: unix://$SOCK
-image-endpoint: unix://$SOCK
-timeout: 30
-pull-image-on-create: false
-EOF
-	# containerd finds containerd-shim-runc-v2 in PATH: Debian's (1.6) first,
-	# never the 2.4.2 build of hack/e2e/tools.sh that a caller's PATH may hold.
-	PATH=$(dirname "$CONTAINERD16_SHIM"):$PATH
-	export PATH
-	start_daemon "$SOCK" "$CONTAINERD16" --config "$DIR/config.toml"
-	containerd_print_env >"$DIR/env"
-	containerd_print_env
-	;;
-stop)
-	tools
-	if running; then
-		remove_pods "$SOCK"
-		stop_daemon
-	else
-		rm -f "$PIDFILE"
-	fi
-	[ "${E2E_KEEP_PODS:-0}" = 1 ] && exit 0
-	# Whatever a test that died left: shims, containers, mounts, the bridge.
-	kill_matching containerd-shim "$SOCK"
-	delete_runtime_state
-	umount_under "$DIR"
-	remove_bridge "$CNI_BRIDGE"
-	rm -f "$SOCK" "$SOCK.ttrpc"
-	;;
-status)
-	tools
-	running
-	;;
-env)
-	[ -f "$DIR/env" ] || die "$DIR was never started"
-	cat "$DIR/env"
-	;;
-*)
-	usage
-	;;
-esac
+containerd_main e2e-containerd16

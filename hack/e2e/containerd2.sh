@@ -133,73 +133,9 @@ EOF
 	} >"$out"
 }
 
-case $cmd in
-start)
+tools() {
 	load_tools
 	DAEMON_BIN=$(readlink -f "$CONTAINERD")
-	mkdir -p "$DIR/root" "$DIR/state" "$DIR/opt" "$DIR/conf.d" "$DIR/runtime"
-	setup_runtimes
-	check_handlers
-	write_cni "$DIR/cni/net.d" "$DIR/cni/ipam" e2e-containerd2 "$CNI_BRIDGE" "$CNI_SUBNET"
-	rm -f "$DIR/conf.d"/*.toml
-	if [ -n "${CONTAINERD_CONF_D:-}" ]; then
-		for f in "$CONTAINERD_CONF_D"/*.toml; do
-			[ -f "$f" ] && cp "$f" "$DIR/conf.d/"
-		done
-	fi
-	write_config "$DIR/config.toml.new"
-	if running; then
-		if config_changed "$DIR/config.toml.new" "$DIR/config.toml"; then
-			rm -f "$DIR/config.toml.new" "$DIR/runtime/roots.tmp"
-			die "already running (pid $(cat "$PIDFILE")) with another config: stop it first"
-		fi
-		rm -f "$DIR/config.toml.new" "$DIR/runtime/roots.tmp"
-		containerd_print_env
-		exit 0
-	fi
-	mv -f "$DIR/config.toml.new" "$DIR/config.toml"
-	commit_roots
-	cat >"$DIR/crictl.yaml" <<EOF
-runtime-endpoint: unix://$SOCK
-image-endpoint: unix://$SOCK
-timeout: 30
-pull-image-on-create: false
-EOF
-	# containerd finds containerd-shim-runc-v2 in PATH: ours (2.4.2) first,
-	# not Debian's 1.6 one in /usr/bin.
-	PATH=$(dirname "$CONTAINERD_SHIM"):$PATH
-	export PATH
-	start_daemon "$SOCK" "$CONTAINERD" --config "$DIR/config.toml"
-	containerd_print_env >"$DIR/env"
-	containerd_print_env
-	;;
-stop)
-	load_tools
-	DAEMON_BIN=$(readlink -f "$CONTAINERD")
-	if running; then
-		remove_pods "$SOCK"
-		stop_daemon
-	else
-		rm -f "$PIDFILE"
-	fi
-	[ "${E2E_KEEP_PODS:-0}" = 1 ] && exit 0
-	# Whatever a test that died left: shims, containers, mounts, the bridge.
-	kill_matching containerd-shim "$SOCK"
-	delete_runtime_state
-	umount_under "$DIR"
-	remove_bridge "$CNI_BRIDGE"
-	rm -f "$SOCK" "$SOCK.ttrpc"
-	;;
-status)
-	load_tools
-	DAEMON_BIN=$(readlink -f "$CONTAINERD")
-	running
-	;;
-env)
-	[ -f "$DIR/env" ] || die "$DIR was never started"
-	cat "$DIR/env"
-	;;
-*)
-	usage
-	;;
-esac
+}
+
+containerd_main e2e-containerd2

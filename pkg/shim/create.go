@@ -552,7 +552,7 @@ func resolve(sp *specs.Spec, src Sources) (Decision, error) {
 }
 
 func validate(sp *specs.Spec, d Decision, cfg config.Config, src Sources) error {
-	rules := mapping.Rules{MinHostID: cfg.Validation.MinHostID, SizeMultiple: cfg.Validation.SizeMultiple}
+	rules := rulesOf(cfg)
 	var errs []error
 	if err := mapping.Validate(d.Mapping, rules); err != nil {
 		errs = append(errs, fmt.Errorf("%s mapping refused: %w", d.Source, err))

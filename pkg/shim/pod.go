@@ -11,6 +11,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
+	"github.com/userns-shim/userns-shim/pkg/config"
 	"github.com/userns-shim/userns-shim/pkg/mapping"
 	"github.com/userns-shim/userns-shim/pkg/nsexec"
 	"github.com/userns-shim/userns-shim/pkg/runtime"
@@ -69,7 +70,7 @@ func (s *Shim) joinPod(sp *specs.Spec, pod spec.Pod, src Sources, users *nsexec.
 					}
 					return err
 				}
-				if err := mapping.Validate(d.Mapping, s.rules()); err != nil {
+				if err := mapping.Validate(d.Mapping, rulesOf(s.Cfg)); err != nil {
 					return fmt.Errorf("allocated mapping refused (check [allocate] against [validation]): %w", err)
 				}
 			}
@@ -187,6 +188,7 @@ func (s *Shim) dropPod(r *state.Registry, p *state.Pod) error {
 	return nil
 }
 
-func (s *Shim) rules() mapping.Rules {
-	return mapping.Rules{MinHostID: s.Cfg.Validation.MinHostID, SizeMultiple: s.Cfg.Validation.SizeMultiple}
+// rulesOf is the configuration's mapping rules.
+func rulesOf(cfg config.Config) mapping.Rules {
+	return mapping.Rules{MinHostID: cfg.Validation.MinHostID, SizeMultiple: cfg.Validation.SizeMultiple}
 }
