@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/userns-shim/userns-shim/pkg/config"
+	"github.com/userns-shim/userns-shim/pkg/failpoint"
 	"github.com/userns-shim/userns-shim/pkg/idmount"
 	"github.com/userns-shim/userns-shim/pkg/mapping"
 	"github.com/userns-shim/userns-shim/pkg/nsexec"
@@ -111,6 +112,7 @@ func (s *Shim) create() (_ int, retErr error) {
 		s.State.RemoveCreateLock(id)
 		return 0, err
 	}
+	failpoint.Hit(failpoint.Allocated)
 	log := s.Log.WithFields(logrus.Fields{"id": id, "pod": pod.ID, "source": d.Source})
 	log.WithFields(logrus.Fields{"uidMappings": mapping.String(d.Mapping.UIDs), "gidMappings": mapping.String(d.Mapping.GIDs), "userns": p.Pin + p.UserNS}).
 		Debug("user namespace decided")
@@ -166,6 +168,7 @@ func (s *Shim) prepare(f *spec.File, bundle string, d Decision, p *state.Pod, re
 	if err := s.State.Save(rec); err != nil {
 		return err
 	}
+	failpoint.Hit(failpoint.RecordSaved)
 	// The shim's user namespace is the pod's pin, joined by path; a user
 	// namespace joined by path also gets its mappings written out, since runc
 	// refuses one without them. A complete spec stays as it is.
@@ -183,6 +186,7 @@ func (s *Shim) prepare(f *spec.File, bundle string, d Decision, p *state.Pod, re
 		if err := f.Save(f.Spec); err != nil {
 			return err
 		}
+		failpoint.Hit(failpoint.ConfigSaved)
 	}
 	return nil
 }

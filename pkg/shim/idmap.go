@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/userns-shim/userns-shim/pkg/config"
+	"github.com/userns-shim/userns-shim/pkg/failpoint"
 	"github.com/userns-shim/userns-shim/pkg/idmount"
 	"github.com/userns-shim/userns-shim/pkg/mapping"
 	"github.com/userns-shim/userns-shim/pkg/nsexec"
@@ -137,6 +138,7 @@ func (s *Shim) idmapRootfs(sp *specs.Spec, bundle string, d Decision, users *nse
 		return nil, fmt.Errorf("rootfs %s: %w", root, err)
 	}
 	st.rootfs = r
+	failpoint.Hit(failpoint.RootfsStaged)
 	rec := &state.RootfsRecord{Path: root, Kind: r.Kind, Treatment: TreatShim, Reason: r.Reason}
 	if r.Kind == idmount.RootfsPrepared {
 		rec.Treatment = TreatSkipped
@@ -218,6 +220,7 @@ func (s *Shim) idmapMount(m *specs.Mount, mp mapping.Mapping, users *nsexec.User
 	if err := idmount.Attach(tree, target); err != nil {
 		return "", fmt.Errorf("mount %s: %w", m.Destination, err)
 	}
+	failpoint.Hit(failpoint.StagingMount)
 	spec.StripIDMap(m)
 	m.Source = target
 	rec.Treatment, rec.Staging, rec.Mapping = TreatShim, target, &mp

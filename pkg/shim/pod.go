@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/userns-shim/userns-shim/pkg/config"
+	"github.com/userns-shim/userns-shim/pkg/failpoint"
 	"github.com/userns-shim/userns-shim/pkg/mapping"
 	"github.com/userns-shim/userns-shim/pkg/nsexec"
 	"github.com/userns-shim/userns-shim/pkg/runtime"
@@ -85,6 +86,7 @@ func (s *Shim) joinPod(sp *specs.Spec, pod spec.Pod, src Sources, users *nsexec.
 					return err
 				}
 				p.Pin = pinned
+				failpoint.Hit(failpoint.Pinned)
 			} else if ns := spec.Namespace(sp, specs.UserNamespace); ns != nil {
 				p.UserNS = ns.Path
 			}
