@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"reflect"
 	"strings"
 	"syscall"
 
@@ -82,10 +83,18 @@ func Read(path string) ([]byte, os.FileInfo, error) {
 	if len(raw) > MaxSize {
 		return nil, nil, fmt.Errorf("%s is larger than %d MiB", path, MaxSize>>20)
 	}
-	if t := bytes.TrimSpace(raw); len(t) == 0 || t[0] != '{' || !json.Valid(t) {
-		return nil, nil, fmt.Errorf("%s: %w", path, syntaxError(raw))
+	if err := CheckDocument(raw); err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return raw, st, nil
+}
+
+// CheckDocument refuses raw unless it is one JSON object and nothing else.
+func CheckDocument(raw []byte) error {
+	if t := bytes.TrimSpace(raw); len(t) == 0 || t[0] != '{' || !json.Valid(t) {
+		return syntaxError(raw)
+	}
+	return nil
 }
 
 func describeType(m os.FileMode) string {
@@ -158,70 +167,122 @@ func Encode(s *specs.Spec, orig []byte, unknown bool) ([]byte, error) {
 	if err != nil || !unknown {
 		return out, err
 	}
-	var o, known, next any
-	if err := json.Unmarshal(orig, &o); err != nil {
-		return nil, err
-	}
-	// known is what specs-go keeps of orig; anything orig has beyond it is unknown.
-	var rt specs.Spec
-	if err := json.Unmarshal(orig, &rt); err != nil {
-		return nil, err
-	}
-	kb, err := json.Marshal(&rt)
+	o, err := decodeAny(orig)
 	if err != nil {
 		return nil, err
 	}
-	if err := json.Unmarshal(kb, &known); err != nil {
+	next, err := decodeAny(out)
+	if err != nil {
 		return nil, err
 	}
-	if err := json.Unmarshal(out, &next); err != nil {
-		return nil, err
-	}
-	restoreUnknown(o, known, next)
+	restoreUnknown(o, next, reflect.TypeFor[specs.Spec]())
 	return json.Marshal(next)
 }
 
-// restoreUnknown copies into next every object key that orig has and known
-// lacks, wherever next still has the enclosing object.
-func restoreUnknown(orig, known, next any) {
+// decodeAny decodes a JSON document generically, numbers as written: a
+// float64 would turn RLIM_INFINITY (2^64-1) into a number no uint64 holds.
+func decodeAny(raw []byte) (any, error) {
+	d := json.NewDecoder(bytes.NewReader(raw))
+	d.UseNumber()
+	var v any
+	err := d.Decode(&v)
+	return v, err
+}
+
+// restoreUnknown copies into next every object key of orig that
+// encoding/json decoded into no field of t, the Go type at this place,
+// wherever next still has the enclosing object. A key that matches a field
+// only case-insensitively ("uidmappings") was decoded into that field: kept
+// beside the shim's "uidMappings" it would be read after it by a Go runtime
+// and undo the rewrite.
+func restoreUnknown(orig, next any, t reflect.Type) {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
 	switch o := orig.(type) {
 	case map[string]any:
-		k, _ := known.(map[string]any)
 		n, ok := next.(map[string]any)
 		if !ok {
 			return
 		}
 		for key, ov := range o {
-			kv, inKnown := k[key]
-			if !inKnown {
-				if _, inNext := n[key]; !inNext {
-					n[key] = ov
+			var ft reflect.Type
+			switch t.Kind() {
+			case reflect.Map:
+				ft = t.Elem()
+			case reflect.Struct:
+				var name string
+				if name, ft = jsonField(t, key); ft == nil {
+					if _, inNext := n[key]; !inNext {
+						n[key] = ov
+					}
+					continue
 				}
-				continue
+				key = name
+			default:
+				return
 			}
 			if nv, inNext := n[key]; inNext {
-				restoreUnknown(ov, kv, nv)
+				restoreUnknown(ov, nv, ft)
 			}
 		}
 	case []any:
-		k, _ := known.([]any)
 		n, ok := next.([]any)
-		if !ok {
+		if !ok || (t.Kind() != reflect.Slice && t.Kind() != reflect.Array) {
 			return
 		}
-		for i := range o {
-			if i < len(k) && i < len(n) {
-				restoreUnknown(o[i], k[i], n[i])
-			}
+		for i := range min(len(o), len(n)) {
+			restoreUnknown(o[i], n[i], t.Elem())
 		}
 	}
 }
+
+// jsonField returns the JSON name and type of the field of struct t that
+// encoding/json decodes key into: an exact match, else a case-insensitive
+// one, as encoding/json does. Fields of embedded structs count as t's own.
+func jsonField(t reflect.Type, key string) (string, reflect.Type) {
+	var foldName string
+	var foldType reflect.Type
+	for i := range t.NumField() {
+		f := t.Field(i)
+		if !f.IsExported() && !f.Anonymous {
+			continue
+		}
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if name == "-" {
+			continue
+		}
+		if f.Anonymous && name == "" && f.Type.Kind() == reflect.Struct {
+			if n, ft := jsonField(f.Type, key); ft != nil {
+				if n == key {
+					return n, ft
+				}
+				foldName, foldType = n, ft
+			}
+			continue
+		}
+		if name == "" {
+			name = f.Name
+		}
+		if name == key {
+			return name, f.Type
+		}
+		if foldType == nil && strings.EqualFold(name, key) {
+			foldName, foldType = name, f.Type
+		}
+	}
+	return foldName, foldType
+}
+
+// Encode returns what Save writes for s: s with the unknown fields of the
+// file's original document.
+func (f *File) Encode(s *specs.Spec) ([]byte, error) { return Encode(s, f.Raw, f.unknown) }
 
 // Save writes s over the file atomically: a temporary file in the same
 // directory, fsync, the original's mode and owner, then rename. Readers see
 // either the old document or the whole new one.
 func (f *File) Save(s *specs.Spec) error {
-	data, err := Encode(s, f.Raw, f.unknown)
+	data, err := f.Encode(s)
 	if err != nil {
 		return fmt.Errorf("encode %s: %w", f.Path, err)
 	}

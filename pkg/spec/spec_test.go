@@ -82,6 +82,59 @@ func TestEncodeKeepsUnknownFields(t *testing.T) {
 	assert.NotNil(t, linux["uidMappings"])
 }
 
+// TestEncodeUnknownFieldsRegressions: inputs FuzzEncode found that Encode
+// got wrong while keeping unknown fields. Each output must decode to the
+// spec the shim built, and keep the unknown field "future".
+func TestEncodeUnknownFieldsRegressions(t *testing.T) {
+	pod := []specs.LinuxIDMapping{{ContainerID: 0, HostID: 65536, Size: 65536}}
+	tests := []struct {
+		name string
+		orig string
+		edit func(s *specs.Spec)
+	}{
+		{
+			// Numbers went through float64: 2^64-1 came back as 18446744073709552000.
+			name: "RLIM_INFINITY stays exact",
+			orig: `{"process":{"args":["a"],"rlimits":[{"type":"RLIMIT_CORE","hard":18446744073709551615,"soft":18446744073709551615}]},"future":12345678901234567891}`,
+		},
+		{
+			// encoding/json decodes "uidmappings" into UIDMappings; kept beside
+			// the shim's "uidMappings" it was read last and mapped onto host 0.
+			name: "case variant of linux.uidMappings is not unknown",
+			orig: `{"process":{"args":["a"]},"linux":{"uidmappings":[{"containerID":0,"hostID":0,"size":4294967295}]},"future":1}`,
+			edit: func(s *specs.Spec) { SetUserNamespace(s, mapping.Mapping{UIDs: pod, GIDs: pod}) },
+		},
+		{
+			name: "case variant of a mount's mappings does not come back after StripIDMap",
+			orig: `{"process":{"args":["a"]},"mounts":[{"destination":"/v","type":"bind","source":"/s","UIDMAPPINGS":[{"containerID":0,"hostID":0,"size":65536}],"options":["idmap"]}],"future":1}`,
+			edit: func(s *specs.Spec) { StripIDMap(&s.Mounts[0]) },
+		},
+		{
+			name: "fields of embedded structs are known",
+			orig: `{"process":{"args":["a"]},"linux":{"resources":{"blockIO":{"weightDevice":[{"MAJOR":8,"minor":0,"weight":10}]}}},"future":1}`,
+			edit: func(s *specs.Spec) { s.Linux.Resources.BlockIO.WeightDevice[0].Major = 9 },
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s, unknown, err := decode([]byte(tc.orig))
+			require.NoError(t, err)
+			require.True(t, unknown)
+			if tc.edit != nil {
+				tc.edit(s)
+			}
+			out, err := Encode(s, []byte(tc.orig), unknown)
+			require.NoError(t, err)
+			back, err := Decode(out)
+			require.NoError(t, err, "%s", out)
+			want, _ := json.Marshal(s)
+			got, _ := json.Marshal(back)
+			assert.JSONEq(t, string(want), string(got), "the runtime reads what the shim wrote: %s", out)
+			assert.Contains(t, string(out), `"future":`)
+		})
+	}
+}
+
 func TestLoadRefusals(t *testing.T) {
 	dir := t.TempDir()
 	real := write(t, "real.json", minimal, 0o644)
