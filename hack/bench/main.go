@@ -136,9 +136,16 @@ type options struct {
 	chownRuns  int
 	treeSizes  []int
 	imgMiB     int
+	memRounds  int
+	concLevels []int
+	concRounds int
+	criRounds  int
+	pmRounds   int
+	pmGrowthN  int
+	pmCopyN    int
 }
 
-var allParts = []string{"cycle", "stub", "volumes", "rootfs"}
+var allParts = []string{"cycle", "stub", "memory", "volumes", "rootfs", "concurrency", "cri", "podman"}
 
 func main() {
 	var o options
@@ -161,6 +168,13 @@ func main() {
 	flag.IntVar(&o.chownRuns, "chown-n", 7, "timed `chown -R` runs per tree in the rootfs part")
 	sizes := flag.String("rootfs-files", "1000,10000,100000", "tree sizes (files) of the rootfs part")
 	flag.IntVar(&o.imgMiB, "img-size", 2048, "size in MiB of the ext4 image that holds the rootfs part's trees")
+	flag.IntVar(&o.memRounds, "mem-n", 10, "rounds of the memory part")
+	conc := flag.String("conc", "1,10,50", "pods created at once in the concurrency part")
+	flag.IntVar(&o.concRounds, "conc-n", 5, "batches per level in the concurrency part")
+	flag.IntVar(&o.criRounds, "cri-n", 10, "pod start rounds per variant through crictl in the cri part")
+	flag.IntVar(&o.pmRounds, "podman-n", 10, "podman run rounds per variant in the podman part")
+	flag.IntVar(&o.pmGrowthN, "podman-growth-n", 3, "podman runs per image size and variant in the rootfs part")
+	flag.IntVar(&o.pmCopyN, "podman-copy-n", 1, "podman runs per image size on containers/storage's chown-copy fallback in the rootfs part (0: skip; ~85 s at 100k files)")
 	flag.Parse()
 	if o.rounds < 1 || o.stubRounds < 1 || o.warmup < 0 || o.volRounds < 1 || o.rootRounds < 1 || o.chownRuns < 1 {
 		die(errors.New("-n, -stub-n, -vol-n, -rootfs-n and -chown-n must be at least 1 and -warmup at least 0"))
@@ -178,6 +192,9 @@ func main() {
 	}
 	if o.treeSizes, err = intList(*sizes, 1); err != nil || len(o.treeSizes) < 2 {
 		die(fmt.Errorf("-rootfs-files: at least two sizes: %v", err))
+	}
+	if o.concLevels, err = intList(*conc, 1); err != nil {
+		die(fmt.Errorf("-conc: %w", err))
 	}
 	if o.seed == 0 {
 		o.seed = uint64(time.Now().UnixNano())
@@ -244,6 +261,8 @@ type variant struct {
 	pid    string // --pid-file
 	log    *os.File
 	ids    int
+	cfg    string   // the shim's config file (USERNS_SHIM_CONFIG)
+	wrap   []string // when set, create runs as wrap... bin args (the memory part's GNU time)
 	// before and after, when set, run around every cycle, untimed: they
 	// mount and unmount an overlay rootfs, as a CRI runtime would.
 	before, after func() error
@@ -451,7 +470,7 @@ func run(o options, rtPath string) error {
 		}
 		return nil
 	}
-	if o.parts["cycle"] || o.parts["stub"] {
+	if o.parts["cycle"] || o.parts["stub"] || o.parts["memory"] {
 		if err := check(vs); err != nil {
 			return err
 		}
@@ -484,7 +503,7 @@ func run(o options, rtPath string) error {
 		}
 		return samples, nil
 	}
-	res := &results{vs: vs, stubs: stubs, rtName: rtName}
+	res := &results{vs: vs, stubs: stubs, rtName: rtName, warmup: o.warmup}
 	timed := func(part string, f func() error) error {
 		if !o.parts[part] {
 			return nil
@@ -492,6 +511,7 @@ func run(o options, rtPath string) error {
 		t := time.Now()
 		err := f()
 		res.durations = append(res.durations, partTime{part, time.Since(t)})
+		res.residues = append(res.residues, residue{part, procsOf(shimBin)})
 		return err
 	}
 	if err := timed("cycle", func() (err error) {
@@ -506,6 +526,12 @@ func run(o options, rtPath string) error {
 	}); err != nil {
 		return err
 	}
+	if err := timed("memory", func() (err error) {
+		res.mem, err = runMemory(o, dir, stubs, vs, rng)
+		return err
+	}); err != nil {
+		return err
+	}
 	if err := timed("volumes", func() (err error) {
 		res.vol, err = runVolumes(o, mk, sd, rtPath, shimBin, stubPath, check, rounds)
 		return err
@@ -514,6 +540,12 @@ func run(o options, rtPath string) error {
 	}
 	if err := timed("rootfs", func() (err error) {
 		res.rfs, err = runRootfs(o, mk, sd, dir, rootfs, rtPath, shimBin, rng, sigs, check, rounds)
+		return err
+	}); err != nil {
+		return err
+	}
+	if err := timed("concurrency", func() (err error) {
+		res.conc, err = runConcurrency(o, mk, sd, rtPath, shimBin)
 		return err
 	}); err != nil {
 		return err
@@ -553,12 +585,17 @@ type maker struct {
 }
 
 func (mk *maker) variant(set, name, desc, bin, rt string, b bundleFile) (*variant, error) {
+	return mk.variantTOML(set, name, desc, bin, rt, b, "")
+}
+
+// variantTOML is variant with more TOML (mode, [allocate]) in shim.toml.
+func (mk *maker) variantTOML(set, name, desc, bin, rt string, b bundleFile, extra string) (*variant, error) {
 	vd := filepath.Join(mk.dir, set+"-"+idName(name))
 	if err := os.MkdirAll(vd, 0o755); err != nil {
 		return nil, err
 	}
 	cfg := filepath.Join(vd, "shim.toml")
-	toml := fmt.Sprintf("runtime = %q\nstate_dir = %q\n", rt, filepath.Join(mk.stateRoot, set+"-"+idName(name)))
+	toml := fmt.Sprintf("runtime = %q\nstate_dir = %q\n%s", rt, filepath.Join(mk.stateRoot, set+"-"+idName(name)), extra)
 	if err := os.WriteFile(cfg, []byte(toml), 0o644); err != nil {
 		return nil, err
 	}
@@ -567,7 +604,7 @@ func (mk *maker) variant(set, name, desc, bin, rt string, b bundleFile) (*varian
 		return nil, err
 	}
 	return &variant{
-		name: name, desc: desc, bin: bin,
+		name: name, desc: desc, bin: bin, cfg: cfg,
 		env:    append(os.Environ(), "NOOP_WRAPPER_RUNTIME="+rt, "USERNS_SHIM_CONFIG="+cfg),
 		root:   filepath.Join(vd, "root"),
 		bundle: b.dir, config: b.data,
@@ -589,6 +626,10 @@ type results struct {
 	vol           *volumeResult
 	rfs           *rootfsResult
 	durations     []partTime
+	residues      []residue // shim processes left after each part
+	mem           *memoryResult
+	warmup        int
+	conc          *concResult
 	artifacts     []string // files written next to -o
 }
 
@@ -783,6 +824,9 @@ func (v *variant) initPidfd() (int, int, error) {
 func (v *variant) call(args ...string) (wall, cpu float64, err error) {
 	argv := append([]string{"--root", v.root}, args...)
 	cmd := exec.Command(v.bin, argv...)
+	if len(v.wrap) > 0 && args[0] == "create" {
+		cmd = exec.Command(v.wrap[0], append(append(v.wrap[1:], v.bin), argv...)...)
+	}
 	cmd.Env = v.env
 	cmd.Stdout, cmd.Stderr = v.log, v.log
 	if err := v.log.Truncate(0); err != nil {
@@ -1210,6 +1254,12 @@ func render(o options, in info, res *results) string {
 	if res.rfs != nil {
 		p("\n%s", res.rfs.render(rng))
 	}
+	if res.conc != nil {
+		p("\n%s", res.conc.render(rng))
+	}
+	if res.mem != nil || len(res.residues) > 0 {
+		p("\n%s", renderMemory(res))
+	}
 	if len(res.artifacts) > 0 {
 		p("\nFiles written with this report: ")
 		for i, f := range res.artifacts {
@@ -1272,6 +1322,10 @@ func render(o options, in info, res *results) string {
 	if res.rfs != nil {
 		p("%s", res.rfs.targetRows(rng))
 	}
+	if res.conc != nil {
+		p("%s", res.conc.targetRows())
+	}
+	p("%s", memoryTargetRows(res))
 	return b.String()
 }
 
