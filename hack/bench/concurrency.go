@@ -47,7 +47,7 @@ type concResult struct {
 // concPod is one slot: a bundle whose sandbox container is its own pod.
 type concPod struct {
 	id, bundle, pid, out string
-	config             []byte
+	config               []byte
 }
 
 func runConcurrency(o options, mk *maker, sd *specDoc, rtPath, shimBin string) (*concResult, error) {

@@ -148,12 +148,12 @@ func renderMemory(res *results) string {
 		p("Against the stub runtime (busybox `true`: the bare row, the floor) this is the shim's own peak: Go's runtime, config parsing, and for the mapped variants the user-namespace helper and the ID-mapped mounts. ")
 		p("With the real runtime it is the larger of the shim and %s (a passthrough call execs the runtime in the same process; a mapped create waits for it as a child).\n\n", r.rtName)
 		p("| variant | stub runtime | max | with %s | max |\n|---|---|---|---|---|\n", r.rtName)
-	f := func(xs []float64) string {
-		if len(xs) == 0 {
-			return "– | –"
+		f := func(xs []float64) string {
+			if len(xs) == 0 {
+				return "– | –"
+			}
+			return fmt.Sprintf("%.1f [%.1f – %.1f] | %.1f", quantile(xs, .5), quantile(xs, .25), quantile(xs, .75), slices.Max(xs))
 		}
-		return fmt.Sprintf("%.1f [%.1f – %.1f] | %.1f", quantile(xs, .5), quantile(xs, .25), quantile(xs, .75), slices.Max(xs))
-	}
 		for _, n := range memoryNames {
 			p("| %s | %s | %s |\n", n, f(r.stub[n]), f(r.rt[n]))
 		}
