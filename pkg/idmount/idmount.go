@@ -26,9 +26,14 @@ func Clone(src string, userns *os.File, recursive bool) (_ *os.File, retErr erro
 	// The source is opened without following a final symlink and checked,
 	// then that very object is cloned: a source swapped for a symlink after
 	// the caller looked at it fails here instead of leading elsewhere.
-	pathFd, err := unix.Open(src, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	// RESOLVE_NO_MAGICLINKS: a /proc magic link anywhere in the path
+	// (/proc/<pid>/root/..., /proc/self/cwd/..., /proc/<pid>/fd/N) would
+	// lead into another process's view of the filesystem, such as another
+	// container's root; ordinary symlinks in parent directories are allowed
+	// (/var/run -> /run).
+	pathFd, err := openSource(src)
 	if err != nil {
-		return nil, &os.PathError{Op: "open", Path: src, Err: err}
+		return nil, err
 	}
 	defer unix.Close(pathFd)
 	var st unix.Stat_t
@@ -37,6 +42,15 @@ func Clone(src string, userns *os.File, recursive bool) (_ *os.File, retErr erro
 	}
 	if st.Mode&unix.S_IFMT == unix.S_IFLNK {
 		return nil, withHint(&os.PathError{Op: "open_tree", Path: src, Err: unix.ELOOP}, "a mount source must not be a symlink")
+	}
+	// procfs holds other processes' state and the host's kernel knobs; an
+	// ID-mapped view of it would be owned by the container's root.
+	var sfs unix.Statfs_t
+	if err := unix.Fstatfs(pathFd, &sfs); err != nil {
+		return nil, &os.PathError{Op: "fstatfs", Path: src, Err: err}
+	}
+	if sfs.Type == unix.PROC_SUPER_MAGIC {
+		return nil, &os.PathError{Op: "open_tree", Path: src, Err: ErrProcSource}
 	}
 	flags := uint(unix.OPEN_TREE_CLONE | unix.OPEN_TREE_CLOEXEC | unix.AT_EMPTY_PATH)
 	setFlags := uint(unix.AT_EMPTY_PATH)
@@ -66,6 +80,30 @@ func Clone(src string, userns *os.File, recursive bool) (_ *os.File, retErr erro
 		return nil, withHint(&os.PathError{Op: opSetattr, Path: src, Err: err}, setattrHint(err))
 	}
 	return tree, nil
+}
+
+// ErrProcSource is the error for a mount source on procfs.
+var ErrProcSource = errors.New("a /proc path: the shim will not ID-map procfs")
+
+// openSource opens src as O_PATH without following a final symlink or any
+// /proc magic link.
+func openSource(src string) (int, error) {
+	how := unix.OpenHow{Flags: unix.O_PATH | unix.O_NOFOLLOW | unix.O_CLOEXEC, Resolve: unix.RESOLVE_NO_MAGICLINKS}
+	var fd int
+	err := ignoringEINTR(func() (err error) {
+		fd, err = unix.Openat2(unix.AT_FDCWD, src, &how)
+		return err
+	})
+	switch {
+	case errors.Is(err, unix.ELOOP):
+		return -1, withHint(&os.PathError{Op: "open", Path: src, Err: err}, "the path goes through a /proc magic link such as /proc/<pid>/root, which the shim will not follow into another process's view of the filesystem, or through too many symlinks")
+	case errors.Is(err, unix.ENOSYS):
+		// openat2 needs Linux 5.6; ID-mapped mounts need 5.12 anyway.
+		return -1, withHint(&os.PathError{Op: "openat2", Path: src, Err: err}, "needs Linux 5.6 or newer")
+	case err != nil:
+		return -1, &os.PathError{Op: "open", Path: src, Err: err}
+	}
+	return fd, nil
 }
 
 // IsUnsupported reports whether err from Clone means that the filesystem

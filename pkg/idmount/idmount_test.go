@@ -257,6 +257,41 @@ func TestCloneOverlayRefused(t *testing.T) {
 	assert.NotContains(t, info.Options, "idmapped")
 }
 
+// TestCloneRefusesProc: a source on procfs, or one reached through a /proc
+// magic link, is refused before anything is cloned; the same directory
+// reached by its own path is cloned (the control).
+func TestCloneRefusesProc(t *testing.T) {
+	needRoot(t)
+	base := baseDir(t)
+	ns := userNS(t)
+	for _, tc := range []struct {
+		name, src string
+		want      string // "" means the clone must succeed
+	}{
+		{"the directory itself", base, ""},
+		{"through /proc/self/root", "/proc/self/root" + base, "magic link"},
+		{"through /proc/<pid>/root", fmt.Sprintf("/proc/%d/root%s", os.Getpid(), base), "magic link"},
+		{"a magic link as last component", "/proc/self/root", "symlink"},
+		{"a procfs directory", "/proc/sys", "procfs"},
+		{"a procfs file", "/proc/self/status", "procfs"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fds := fdCount(t)
+			tree, err := Clone(tc.src, ns, false)
+			if tc.want == "" {
+				require.NoError(t, err)
+				tree.Close()
+				return
+			}
+			assert.Nil(t, tree)
+			require.ErrorContains(t, err, tc.want)
+			assert.ErrorContains(t, err, tc.src)
+			assert.False(t, IsUnsupported(err), "a refusal, not an unsupported filesystem: on_unsupported_fs = warn must not let it through")
+			assert.Equal(t, fds, fdCount(t), "nothing left open")
+		})
+	}
+}
+
 func TestProber(t *testing.T) {
 	needRoot(t)
 	base := baseDir(t)

@@ -105,6 +105,16 @@ func PrepareRootfs(path string, userns *os.File, m mapping.Mapping, stagingDir s
 	if err != nil {
 		return nil, fmt.Errorf("rootfs %s: %w", path, err)
 	}
+	// A rootfs that is itself a symlink could lead the ID-mapped clone
+	// anywhere (the host's /, another container's rootfs): no CRI runtime
+	// hands one over. Symlinks above it (/var/run -> /run) are followed.
+	var lst unix.Stat_t
+	if err := unix.Lstat(path, &lst); err != nil {
+		return nil, fmt.Errorf("rootfs: %w", &os.PathError{Op: "lstat", Path: path, Err: err})
+	}
+	if lst.Mode&unix.S_IFMT == unix.S_IFLNK {
+		return nil, fmt.Errorf("rootfs %s is a symlink: the shim will not ID-map a path that may lead elsewhere; point root.path at the real directory", path)
+	}
 	resolved, err := filepath.EvalSymlinks(path)
 	if err != nil {
 		return nil, fmt.Errorf("rootfs: %w", err)

@@ -424,6 +424,13 @@ func TestRootfsErrors(t *testing.T) {
 	assert.ErrorContains(t, err, "cannot reach")
 	assert.NoDirExists(t, filepath.Join(private, "staging"))
 
+	// A rootfs that is a symlink (to a good rootfs) is refused, nothing made.
+	link := filepath.Join(base, "rootfs-link")
+	require.NoError(t, os.Symlink(rootfs, link))
+	_, err = PrepareRootfs(link, userNS(t), podMapping, filepath.Join(base, "staging-link"))
+	assert.ErrorContains(t, err, "rootfs "+link+" is a symlink")
+	assert.NoDirExists(t, filepath.Join(base, "staging-link"))
+
 	// A stale staging dir is not reused.
 	stale := filepath.Join(base, "stale")
 	require.NoError(t, os.MkdirAll(filepath.Join(stale, "rootfs"), 0o755))

@@ -188,12 +188,12 @@ func (s *Shim) idmapMount(m *specs.Mount, mp mapping.Mapping, users *nsexec.User
 	}
 	switch fi.Mode & unix.S_IFMT {
 	case unix.S_IFCHR, unix.S_IFBLK:
-		return "device node", nil
+		return "device node", spec.CheckSpecialSource(*m, "a device node")
 	case unix.S_IFLNK:
 		return "", fmt.Errorf("mount %s: source %s is a symlink: the shim will not ID-map a path that may lead elsewhere; bind the real path", m.Destination, m.Source)
 	case unix.S_IFDIR, unix.S_IFREG:
 	default:
-		return "neither a directory nor a regular file", nil
+		return "neither a directory nor a regular file", spec.CheckSpecialSource(*m, "neither a directory nor a regular file")
 	}
 	if s.Cfg.IDMap == config.IDMapRuntime {
 		spec.RequestRuntimeIDMap(m, mp)

@@ -86,6 +86,28 @@ func StripIDMap(m *specs.Mount) {
 	})
 }
 
+// AsksIDMap reports whether m asks for an ID-mapped mount: it carries
+// uidMappings or gidMappings, or an idmap or ridmap option.
+func AsksIDMap(m specs.Mount) bool {
+	return len(m.UIDMappings) > 0 || len(m.GIDMappings) > 0 || slices.ContainsFunc(m.Options, func(o string) bool {
+		return slices.Contains(idmapOptions, strings.SplitN(o, "=", 2)[0])
+	})
+}
+
+// CheckSpecialSource refuses a mount whose source is a device node, socket
+// or FIFO (what says which) when the mount asks for an ID mapping. Left
+// unmapped, such a source keeps its host owner, which the container sees as
+// 65534; ID-mapped with the pod's mapping, a root-owned /dev/sda or
+// containerd.sock would be owned by the container's root. The shim never
+// maps one, and must not let the runtime do it either.
+func CheckSpecialSource(m specs.Mount, what string) error {
+	if !AsksIDMap(m) {
+		return nil
+	}
+	return fmt.Errorf("mount %s: source %s is %s and the mount asks for an ID mapping, which would give the container's root the access of its host owner: drop the mount's uidMappings, gidMappings and idmap option (it then keeps its host owner, shown as 65534 inside)",
+		m.Destination, m.Source, what)
+}
+
 // RequestRuntimeIDMap asks the runtime to ID-map m with mp (idmap = "runtime").
 func RequestRuntimeIDMap(m *specs.Mount, mp mapping.Mapping) {
 	StripIDMap(m)

@@ -40,6 +40,35 @@ func TestChooseMounts(t *testing.T) {
 	assert.Equal(t, mapping.Mapping{UIDs: own, GIDs: own}, got[6].Mapping, "a mount keeps its own mapping")
 }
 
+// TestCheckSpecialSource: a device node, socket or FIFO source is refused
+// exactly when its mount asks for an ID mapping, in any of the three ways.
+func TestCheckSpecialSource(t *testing.T) {
+	mp := []specs.LinuxIDMapping{{ContainerID: 0, HostID: 65536, Size: 65536}}
+	for _, tc := range []struct {
+		name    string
+		m       specs.Mount
+		refused bool
+	}{
+		{"plain bind", specs.Mount{Options: []string{"bind", "rw"}}, false},
+		{"uidMappings", specs.Mount{Options: []string{"bind"}, UIDMappings: mp}, true},
+		{"gidMappings only", specs.Mount{Options: []string{"bind"}, GIDMappings: mp}, true},
+		{"idmap option", specs.Mount{Options: []string{"rbind", "idmap"}}, true},
+		{"ridmap option with a value", specs.Mount{Options: []string{"ridmap=uids=0-65536-1"}}, true},
+		{"an option that only starts like idmap", specs.Mount{Options: []string{"idmapped"}}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.m.Destination, tc.m.Source = "/dev/x", "/dev/sda"
+			assert.Equal(t, tc.refused, AsksIDMap(tc.m))
+			err := CheckSpecialSource(tc.m, "a device node")
+			if !tc.refused {
+				assert.NoError(t, err)
+				return
+			}
+			assert.ErrorContains(t, err, "mount /dev/x: source /dev/sda is a device node and the mount asks for an ID mapping")
+		})
+	}
+}
+
 func TestStripAndRequestIDMap(t *testing.T) {
 	mp := []specs.LinuxIDMapping{{ContainerID: 0, HostID: 65536, Size: 65536}}
 	m := specs.Mount{Destination: "/v", Type: "bind", Source: "/s", Options: []string{"rbind", "idmap", "ridmap=uids=0-65536-1", "ro"}, UIDMappings: mp, GIDMappings: mp}
