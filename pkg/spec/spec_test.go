@@ -215,31 +215,6 @@ func TestPodUID(t *testing.T) {
 	}
 }
 
-func FuzzEncode(f *testing.F) {
-	f.Add([]byte(minimal))
-	f.Add([]byte(`{"process":{"args":["a"]},"x":{"y":[{"z":1}]},"mounts":[{"destination":"/a","k":2}]}`))
-	f.Fuzz(func(t *testing.T, raw []byte) {
-		s, unknown, err := decode(raw)
-		if err != nil {
-			return
-		}
-		m := mapping.Mapping{UIDs: []specs.LinuxIDMapping{{HostID: 65536, Size: 65536}}}
-		m.GIDs = m.UIDs
-		SetUserNamespace(s, m)
-		out, err := Encode(s, raw, unknown)
-		if err != nil {
-			t.Fatalf("encode: %v", err)
-		}
-		back, err := Decode(out)
-		if err != nil {
-			t.Fatalf("rewritten document does not decode: %v", err)
-		}
-		if Namespace(back, specs.UserNamespace) == nil || !SpecMapping(back).Equal(m) {
-			t.Fatalf("rewrite lost the user namespace")
-		}
-	})
-}
-
 func TestPodOf(t *testing.T) {
 	tests := []struct {
 		name    string
