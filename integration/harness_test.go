@@ -81,6 +81,23 @@ type Env struct {
 	StateDir string
 	Config   string
 	RootDir  string // the runtime's --root
+	// Bin is the shim binary to run instead of the package's (a failpoints
+	// build), and ExtraEnv is added to every call's environment.
+	Bin      string
+	ExtraEnv []string
+}
+
+// bin is the shim binary e's calls run.
+func (e *Env) bin() string {
+	if e.Bin != "" {
+		return e.Bin
+	}
+	return shimBin
+}
+
+// environ is the environment of e's shim calls: the test's, the config, ExtraEnv.
+func (e *Env) environ() []string {
+	return append(append(os.Environ(), "USERNS_SHIM_CONFIG="+e.Config), e.ExtraEnv...)
 }
 
 // newEnv writes a shim config for rt; extra is appended TOML.
@@ -127,8 +144,8 @@ func (e *Env) Shim(args ...string) Result {
 	defer errF.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, shimBin, args...)
-	cmd.Env = append(os.Environ(), "USERNS_SHIM_CONFIG="+e.Config)
+	cmd := exec.CommandContext(ctx, e.bin(), args...)
+	cmd.Env = e.environ()
 	cmd.Stdout, cmd.Stderr = outF, errF
 	err = cmd.Run()
 	var r Result

@@ -738,8 +738,8 @@ func imStartShim(t *testing.T, e *Env, args ...string) func() Result {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	cmd := exec.CommandContext(ctx, shimBin, append([]string{"--root", e.RootDir}, args...)...)
-	cmd.Env = append(os.Environ(), "USERNS_SHIM_CONFIG="+e.Config)
+	cmd := exec.CommandContext(ctx, e.bin(), append([]string{"--root", e.RootDir}, args...)...)
+	cmd.Env = e.environ()
 	cmd.Stdout, cmd.Stderr = stdout, stderr
 	if err := cmd.Start(); err != nil {
 		cancel()

@@ -748,8 +748,8 @@ func pdStart(e *Env, args ...string) (*pdCall, error) {
 	}
 	defer errF.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	cmd := exec.CommandContext(ctx, shimBin, append([]string{"--root", e.RootDir}, args...)...)
-	cmd.Env = append(os.Environ(), "USERNS_SHIM_CONFIG="+e.Config)
+	cmd := exec.CommandContext(ctx, e.bin(), append([]string{"--root", e.RootDir}, args...)...)
+	cmd.Env = e.environ()
 	cmd.Stdout, cmd.Stderr = out, errF
 	c := &pdCall{cmd: cmd, dir: dir, cancel: cancel, started: time.Now()}
 	if err := cmd.Start(); err != nil {
@@ -763,7 +763,8 @@ func pdStart(e *Env, args ...string) (*pdCall, error) {
 // pdOutcome is how a shim call ended.
 type pdOutcome struct {
 	Result
-	Killed   bool // by a signal (the test's SIGKILL)
+	Killed   bool           // by a signal (the test's SIGKILL)
+	Signal   syscall.Signal // which, when Killed
 	Err      error
 	Duration time.Duration
 }
@@ -779,7 +780,7 @@ func (c *pdCall) Wait() pdOutcome {
 	case errors.As(err, &ee):
 		o.Code = ee.ExitCode()
 		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-			o.Killed = true
+			o.Killed, o.Signal = true, ws.Signal()
 		}
 	case err != nil:
 		o.Err = err
@@ -997,9 +998,9 @@ func pdProcsWith(s string) []int {
 	return out
 }
 
-// pdShimProcs returns the pids of processes running the shim binary (shims,
-// and helper processes they cloned).
-func pdShimProcs() []int {
+// pdShimProcs returns the pids of processes running the shim binary bin
+// (shims, and helper processes they cloned).
+func pdShimProcs(bin string) []int {
 	ents, _ := os.ReadDir("/proc")
 	var out []int
 	for _, ent := range ents {
@@ -1007,7 +1008,7 @@ func pdShimProcs() []int {
 		if err != nil {
 			continue
 		}
-		if exe, err := os.Readlink(filepath.Join("/proc", ent.Name(), "exe")); err == nil && exe == shimBin {
+		if exe, err := os.Readlink(filepath.Join("/proc", ent.Name(), "exe")); err == nil && exe == bin {
 			out = append(out, pid)
 		}
 	}
@@ -1021,7 +1022,7 @@ func pdWaitSettled(t *testing.T, e *Env) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		busy, shims := pdProcsWith(e.RootDir), pdShimProcs()
+		busy, shims := pdProcsWith(e.RootDir), pdShimProcs(e.bin())
 		if len(busy) == 0 && len(shims) == 0 {
 			return
 		}

@@ -1,0 +1,316 @@
+package integration
+
+// Kill-point tests: the shim is SIGKILLed at each step of a create (a build
+// with the failpoints tag stops itself there; a runtime wrapper holds the
+// runtime's create while the test kills the shim). What a CRI runtime does
+// after a failed create (delete --force) and `shim gc` must then leave the
+// host as it was before that create, config.json must be the original or
+// the complete rewrite, and the same create tried again must run.
+
+import (
+	"bytes"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/userns-shim/userns-shim/pkg/failpoint"
+)
+
+var (
+	kpBinOnce sync.Once
+	kpBinPath string
+	kpBinErr  error
+)
+
+// kpShimBin builds the shim with the failpoints tag once, next to shimBin
+// (TestMain removes that directory).
+func kpShimBin(t *testing.T) string {
+	t.Helper()
+	kpBinOnce.Do(func() {
+		kpBinPath = filepath.Join(filepath.Dir(shimBin), "userns-shim-failpoints")
+		out, err := exec.Command("go", "build", "-tags", "failpoints", "-o", kpBinPath, "../cmd/userns-shim").CombinedOutput()
+		if err != nil {
+			kpBinErr = fmt.Errorf("go build -tags failpoints: %v\n%s", err, out)
+		}
+	})
+	if kpBinErr != nil {
+		t.Fatal(kpBinErr)
+	}
+	return kpBinPath
+}
+
+// kpHoldEnv set to "before" or "after" makes kpHoldingRuntime's wrapper hold
+// a create before or after the real runtime's create.
+const kpHoldEnv = "KP_HOLD"
+
+// kpHoldingRuntime wraps rt in a script that, for a create with KP_HOLD set,
+// makes the file "held" in dir and waits for the file "go" there, before or
+// after running the real create: a window, as long as the test wants, in
+// which the shim's runtime child runs and the test kills the shim.
+func kpHoldingRuntime(t *testing.T, rt Runtime, dir string) Runtime {
+	t.Helper()
+	script := fmt.Sprintf(`#!/bin/sh
+hold() { : > '%[1]s/held'; while [ ! -e '%[1]s/go' ]; do sleep 0.01; done; }
+case " $* " in
+*" create "*)
+	[ "$%[3]s" = before ] && hold
+	'%[2]s' "$@"; rc=$?
+	[ "$%[3]s" = after ] && hold
+	exit $rc
+esac
+exec '%[2]s' "$@"
+`, dir, rt.Path, kpHoldEnv)
+	path := filepath.Join(dir, rt.Name+"-holding")
+	if err := os.WriteFile(path, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return Runtime{Name: rt.Name, Path: path}
+}
+
+// kpPoint is one place of a create where the shim dies.
+type kpPoint struct {
+	name     string
+	fail     string // USERNS_SHIM_FAILPOINT, or "" for a hold
+	hold     string // KP_HOLD, or ""
+	rewrite  bool   // config.json has been rewritten by then
+	created  bool   // the runtime's create runs to its end
+	firstPod bool   // only the pod's first container gets there
+}
+
+// kpVolumes is how many ID-mapped volumes each container has: the kill
+// points after the first and after the last staging mount differ.
+const kpVolumes = 3
+
+var kpPoints = []kpPoint{
+	{name: "pinned", fail: failpoint.Pinned, firstPod: true},
+	{name: "allocated", fail: failpoint.Allocated},
+	{name: "first-staging-mount", fail: failpoint.StagingMount + ":1"},
+	{name: "last-staging-mount", fail: fmt.Sprintf("%s:%d", failpoint.StagingMount, kpVolumes)},
+	{name: "rootfs-staged", fail: failpoint.RootfsStaged},
+	{name: "record-saved", fail: failpoint.RecordSaved},
+	{name: "config-saved", fail: failpoint.ConfigSaved, rewrite: true},
+	{name: "runtime-create-started", hold: "before", rewrite: true, created: true},
+	{name: "runtime-create-returned", hold: "after", rewrite: true, created: true},
+}
+
+// TestKillPoints: for each runtime, mapping from the allocator or from an
+// annotation, the pod's sandbox (first container: allocation, pin) or an app
+// container joining a running sandbox, and each kill point: the shim dies by
+// SIGKILL there; config.json is the original or the complete rewrite; after
+// the CRI runtime's delete --force and `shim gc` the state dir (files,
+// registry, pins), the mounts below the test's directories and the bundle
+// are as before the create, and no shim process is left; the same create
+// then succeeds and runs with its mapping and ID-mapped volumes.
+func TestKillPoints(t *testing.T) {
+	lcForEachRuntime(t, func(t *testing.T, i int, rt Runtime) {
+		bin := kpShimBin(t)
+		for m, mode := range []string{"allocate", "annotation"} {
+			for _, role := range []string{"sandbox", "app"} {
+				for k, pt := range kpPoints {
+					if pt.firstPod && role == "app" {
+						continue
+					}
+					t.Run(mode+"/"+role+"/"+pt.name, func(t *testing.T) {
+						kpRun(t, rt, bin, mode, role, pt, uint32(3_000_000_000+i*100_000_000+m*50_000_000+k*lcSize*4))
+					})
+				}
+			}
+		}
+	})
+}
+
+// kpRun is one kill: host is where this case's host IDs start.
+func kpRun(t *testing.T, rt Runtime, bin, mode, role string, pt kpPoint, host uint32) {
+	holdDir := t.TempDir()
+	toml, ann := "", ""
+	want := lcRange(host)
+	if mode == "allocate" {
+		pool := pdPool{Start: host, Length: 2 * lcSize, Size: lcSize}
+		toml, want = pool.TOML(), pool.Block(0)
+	} else {
+		ann = lcAnnotation(want)
+	}
+	e := pdEnv(t, kpHoldingRuntime(t, rt, holdDir), toml, true)
+	e.Bin = bin
+	// Every temp dir of a test (state dir's, bundles, volumes) is below one
+	// directory: mounts there are this test's.
+	root := filepath.Dir(filepath.Dir(e.StateDir))
+
+	base := "kp-" + strings.ReplaceAll(t.Name()[len("TestKillPoints/"):], "/", "-")
+	sandbox, app := base+"-pause", base+"-app"
+	uid := fmt.Sprintf("0c1d2e3f-4a5b-4c6d-8e7f-%012d", host/lcSize)
+	var vols []string
+	withVolumes := func(b *Bundle) *Bundle {
+		for n := range kpVolumes - 1 {
+			vols = append(vols, imVolume(t))
+			imAddMount(t, b, imBind(fmt.Sprintf("/vol%d", n), vols[len(vols)-1]))
+		}
+		shm := imTmpfs(t)
+		imFillVolume(t, shm)
+		imAddMount(t, b, imBind("/dev/shm", shm, "rbind", "nosuid", "noexec", "nodev"))
+		return b
+	}
+	bs := withVolumes(pdBundle(t, pdContainerd("sandbox", sandbox, uid, ann)))
+	victim, vb := sandbox, bs
+	if role == "app" {
+		pid := pdCreateStart(t, e, bs, sandbox)
+		vb = pdBundle(t, pdContainerd("container", sandbox, uid, ann))
+		pdJoin(t, vb, pid, specs.NetworkNamespace, specs.IPCNamespace, specs.UTSNamespace)
+		withVolumes(vb)
+		victim = app
+	}
+	lcCleanup(t, e, victim)
+
+	before := pdTakeInventory(t, e)
+	filesBefore, mountsBefore, bundleBefore := kpFiles(t, e.StateDir), pdMountsUnder(t, root), kpFiles(t, vb.Dir)
+	hostMountsBefore := len(pdMountPoints(t))
+	orig := vb.Raw(t)
+
+	// The create that dies.
+	if pt.fail != "" {
+		e.ExtraEnv = []string{failpoint.Env + "=" + pt.fail}
+	} else {
+		e.ExtraEnv = []string{kpHoldEnv + "=" + pt.hold}
+	}
+	c, err := pdStart(e, "create", "--bundle", vb.Dir, "--pid-file", filepath.Join(holdDir, "pid"), victim)
+	e.ExtraEnv = nil
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pt.hold != "" {
+		imWaitFile(t, filepath.Join(holdDir, "held"))
+		c.cmd.Process.Signal(syscall.SIGKILL)
+		if err := os.WriteFile(filepath.Join(holdDir, "go"), nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	o := c.Wait()
+	if !o.Killed || o.Signal != syscall.SIGKILL {
+		t.Fatalf("create %s: exit %d signal %v err %v, want death by SIGKILL at %s\nstderr: %s", victim, o.Code, o.Signal, o.Err, pt.name, o.Stderr)
+	}
+	pdWaitSettled(t, e) // a held runtime create runs on to its end
+	kpRequireConfig(t, e, vb, orig, pt.rewrite, sandbox, victim, want)
+	killed := pdTakeInventory(t, e)
+
+	// What a CRI runtime does after a failed create: delete, forced, the
+	// container it may or may not have; then the node's periodic gc.
+	created := lcShim(e, "state", victim).Code == 0
+	if created != pt.created {
+		t.Errorf("after the kill at %s: the runtime has container %s: %v, want %v", pt.name, victim, created, pt.created)
+	}
+	del := lcShim(e, "delete", "--force", victim)
+	if created && del.Code != 0 {
+		t.Errorf("delete --force %s: exit %d: %s", victim, del.Code, del.Stderr)
+	}
+	gc := lcMustShim(e, "shim", "gc")
+	t.Logf("killed at %s: left%s\ndelete --force: exit %d; shim gc:\n%s", pt.name, killed, del.Code, gc.Stdout)
+
+	if after := pdTakeInventory(t, e); !reflect.DeepEqual(before, after) {
+		t.Errorf("state after delete and gc differs from before the create:\nbefore:%s\nafter:%s", before, after)
+	}
+	if after := kpFiles(t, e.StateDir); !slices.Equal(filesBefore, after) {
+		t.Errorf("state dir files after delete and gc: %v, before the create: %v", after, filesBefore)
+	}
+	if after := pdMountsUnder(t, root); !slices.Equal(mountsBefore, after) {
+		t.Errorf("mounts below %s after delete and gc: %v, before the create: %v", root, after, mountsBefore)
+	}
+	if after := kpFiles(t, vb.Dir); !slices.Equal(bundleBefore, after) {
+		t.Errorf("bundle after delete and gc: %v, before the create: %v", after, bundleBefore)
+	}
+	if procs := pdShimProcs(e.bin()); len(procs) > 0 {
+		t.Errorf("shim processes left: %v", procs)
+	}
+	t.Logf("host mount count: %d before the create, %d after delete and gc", hostMountsBefore, len(pdMountPoints(t)))
+
+	// The same create again runs, in the pod's user namespace, with its
+	// volumes ID-mapped.
+	pid := pdCreateStart(t, e, vb, victim)
+	lcRequireProcMaps(t, pid, want)
+	pdRequirePod(t, e, sandbox, slices.Compact([]string{sandbox, victim}), map[string]string{"allocate": "allocator", "annotation": "annotation"}[mode], want)
+	imRequireOwnersInside(t, e, victim, "/vol0", map[string]string{"root-file": "0:0", "user-file": "1000:1000"})
+	imRequireOwnersInside(t, e, victim, "/dev/shm", map[string]string{"root-file": "0:0", "user-file": "1000:1000"})
+
+	if role == "app" {
+		lcKillAndDelete(t, e, app)
+	}
+	lcKillAndDelete(t, e, sandbox)
+	pdRequireStateClean(t, e)
+	imRequireNoStaging(t, e, "after the retried containers were deleted")
+}
+
+// kpRequireConfig checks config.json after the kill: byte for byte the
+// original before the shim's write, else the complete rewrite: joins the
+// pod's pin with the pod's mapping, every volume from its staging mount.
+func kpRequireConfig(t *testing.T, e *Env, b *Bundle, orig []byte, rewrite bool, pod, id string, want specs.LinuxIDMapping) {
+	t.Helper()
+	now := b.Raw(t)
+	if !rewrite {
+		if !bytes.Equal(now, orig) {
+			t.Errorf("config.json changed by a create killed before its write:\nbefore %s\nafter %s", orig, now)
+		}
+		return
+	}
+	if bytes.Equal(now, orig) {
+		t.Fatalf("config.json is the original after a create killed past its write")
+	}
+	pdRequireJoinsPin(t, e, b, pod, want) // decodes it
+	staging := filepath.Join(e.StateDir, "staging", id) + "/"
+	for _, m := range b.Spec.Mounts {
+		if m.Type == "bind" && !strings.HasPrefix(m.Source, staging) {
+			t.Errorf("config.json: mount %s from %s, want its staging mount under %s", m.Destination, m.Source, staging)
+		}
+	}
+	if !strings.HasPrefix(b.Spec.Root.Path, staging) {
+		t.Errorf("config.json: root.path %s, want the staged rootfs under %s", b.Spec.Root.Path, staging)
+	}
+}
+
+// kpFiles lists every path below dir but directories and the runtime facts
+// cache, and the rootfs contents of a bundle.
+func kpFiles(t *testing.T, dir string) []string {
+	t.Helper()
+	var out []string
+	filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return nil
+		}
+		rel, _ := filepath.Rel(dir, p)
+		switch {
+		case rel == "rootfs" && d.IsDir():
+			return filepath.SkipDir
+		case d.IsDir() || rel == "runtimes.json":
+			return nil
+		}
+		out = append(out, rel)
+		return nil
+	})
+	return out
+}
+
+// TestKillPointsNotShipped: the binary built without the failpoints tag
+// carries no failpoint: not even the variable's name is in it, whereas the
+// tagged build has it.
+func TestKillPointsNotShipped(t *testing.T) {
+	for _, c := range []struct {
+		bin  string
+		want bool
+	}{{shimBin, false}, {kpShimBin(t), true}} {
+		data, err := os.ReadFile(c.bin)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := bytes.Contains(data, []byte(failpoint.Env)); got != c.want {
+			t.Errorf("%s holds %q: %v, want %v", c.bin, failpoint.Env, got, c.want)
+		}
+	}
+}
