@@ -4,9 +4,10 @@ package integration
 // `create` fail the way the contract says (design.md, "Contract", Errors):
 // a non-zero exit, exactly one `userns-shim: ` line on stderr, the same
 // message as a runc-format JSON error line appended to the --log file,
-// config.json byte-identical, no file in state_dir, no mount left under the
-// state dir or the bundle, no temporary file in the bundle, and no container
-// in the real runtime. The runtime is never reached, so runc alone is enough.
+// config.json byte-identical, no file added, changed or removed in
+// state_dir (records, locks, pins, the pod registry and so its ranges), no
+// mount made or removed under the test's directories, no temporary file in
+// the bundle, and no container in the real runtime. The runtime is never reached, so runc alone is enough.
 // Bundle and command-line errors run under mode passthrough (the default)
 // and again under mode require.
 //
@@ -19,11 +20,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 )
 
 // rfID is the container ID of every refused create.
@@ -39,6 +42,7 @@ type rfCtx struct {
 	t       *testing.T
 	b       *Bundle
 	kubelet string
+	env     *Env // the shim's setup, for a case that needs a live pod
 }
 
 // rfCase is one refusal.
@@ -54,6 +58,8 @@ type rfCase struct {
 	argv func(c rfCtx) []string
 	// want is a substring of the stderr line specific to the rule.
 	want string
+	// notWant must not be in the stderr line (a message that would mislead).
+	notWant string
 	// bothModes runs the case under the default mode (passthrough) and
 	// again under mode = "require": a bundle error must be refused whatever
 	// the mode.
@@ -382,6 +388,266 @@ func rfCases() []rfCase {
 	}
 }
 
+// rfSteps runs setup steps in order.
+func rfSteps(steps ...func(rfCtx)) func(rfCtx) {
+	return func(c rfCtx) {
+		for _, f := range steps {
+			f(c)
+		}
+	}
+}
+
+// rfMounts gives the container the good mapping by annotation and adds
+// mounts, each made from a path the case's setup returns.
+func rfMounts(mounts ...func(c rfCtx) specs.Mount) func(rfCtx) {
+	return func(c rfCtx) {
+		var add []specs.Mount
+		for _, m := range mounts {
+			add = append(add, m(c))
+		}
+		rfEdit(func(s *specs.Spec) {
+			rfSetAnnotations(s, rfGood, "")
+			s.Mounts = append(s.Mounts, add...)
+		})(c)
+	}
+}
+
+// rfBind is a volume bind of src at dst (src computed at setup).
+func rfBind(dst string, src func(c rfCtx) string) func(rfCtx) specs.Mount {
+	return func(c rfCtx) specs.Mount { return imBind(dst, src(c)) }
+}
+
+// rfPath is a fixed host path.
+func rfPath(p string) func(rfCtx) string { return func(rfCtx) string { return p } }
+
+// rfMappedBind is a bind of src that asks for an ID mapping with rfGood
+// (uidMappings as containerd 2 and CRI-O write them).
+func rfMappedBind(dst string, src func(c rfCtx) string) func(rfCtx) specs.Mount {
+	return func(c rfCtx) specs.Mount {
+		m := imBind(dst, src(c))
+		m.UIDMappings, m.GIDMappings = rfRanges(rfGood), rfRanges(rfGood)
+		return m
+	}
+}
+
+// rfSpecialFile makes a node of mode (unix.S_IFIFO, S_IFSOCK, S_IFCHR with
+// dev) in a temp dir and returns its path.
+func rfSpecialFile(mode uint32, dev int) func(c rfCtx) string {
+	return func(c rfCtx) string {
+		p := filepath.Join(c.t.TempDir(), "node")
+		if err := unix.Mknod(p, mode|0o666, dev); err != nil {
+			c.t.Fatal(err)
+		}
+		return p
+	}
+}
+
+// rfReplaceConfig puts a node made by mk where config.json was.
+func rfReplaceConfig(mk func(path string) error) func(rfCtx) {
+	return func(c rfCtx) {
+		if err := os.Remove(c.b.ConfigPath()); err != nil {
+			c.t.Fatal(err)
+		}
+		if err := mk(c.b.ConfigPath()); err != nil {
+			c.t.Fatal(err)
+		}
+	}
+}
+
+// rfOverlayAt mounts an overlay (which cannot be ID-mapped) at
+// base()+rel and returns that path.
+func rfOverlayAt(base func(c rfCtx) string, rel string) func(c rfCtx) string {
+	return func(c rfCtx) string {
+		p := filepath.Join(base(c), rel)
+		imOverlay(c.t, p)
+		return p
+	}
+}
+
+func rfKubelet(c rfCtx) string { return c.kubelet }
+func rfTemp(c rfCtx) string    { return c.t.TempDir() }
+
+// rfLiveID is the container of another pod that is live while a case runs;
+// rfLiveMapping is its pod's mapping.
+const (
+	rfLiveID      = "rf-live"
+	rfLiveMapping = "0:100000:65536"
+)
+
+// rfLivePod creates container rfLiveID (its own pod) with rfLiveMapping
+// through the case's shim; it is deleted when the case ends.
+func rfLivePod(c rfCtx) {
+	other := newBundle(c.t, "sleep", "60")
+	rfSetAnnotations(other.Spec, rfLiveMapping, "")
+	other.Save(c.t)
+	lcCreate(c.t, c.env, other, rfLiveID)
+}
+
+// rfRootfsLink points root.path at a symlink in the bundle to target.
+func rfRootfsLink(target func(c rfCtx) string) func(rfCtx) {
+	return func(c rfCtx) {
+		if err := os.Symlink(target(c), filepath.Join(c.b.Dir, "rootfs-link")); err != nil {
+			c.t.Fatal(err)
+		}
+		rfEdit(func(s *specs.Spec) {
+			rfSetAnnotations(s, rfGood, "")
+			s.Root.Path = "rootfs-link"
+		})(c)
+	}
+}
+
+// rfHostileCases is the hostile and malformed input corpus of issue 7
+// beyond the mapping rules above: config.json that cannot be read or is too
+// big or deep, annotations that try to weaken the policy, process IDs
+// outside the mapping, other live pods' ranges, mount sources that are
+// device nodes, sockets, /proc paths or fake kubelet volumes, and a rootfs
+// that is a symlink.
+func rfHostileCases() []rfCase {
+	const originalAnn = "userns-shim.io/original"
+	return []rfCase{
+		// --- config.json that cannot be read as a file ---
+		{name: "config.json is a FIFO", bothModes: true, setup: rfReplaceConfig(func(p string) error { return unix.Mkfifo(p, 0o644) }),
+			want: "is not a regular file but a named pipe"},
+		{name: "config.json is a socket", bothModes: true, setup: rfReplaceConfig(func(p string) error { return unix.Mknod(p, unix.S_IFSOCK|0o644, 0) }),
+			want: "config.json: no such device or address"}, // open(2) of a socket: ENXIO
+		{name: "config.json is a device node (/dev/null's)", bothModes: true,
+			setup: rfReplaceConfig(func(p string) error { return unix.Mknod(p, unix.S_IFCHR|0o644, int(unix.Mkdev(1, 3))) }),
+			want:  "is not a regular file but a device node"},
+		// Mode 0000 stops nobody as root: a regular file whose read fails
+		// does. /proc/<pid>/mem has nothing mapped at offset 0 (EIO).
+		{name: "config.json whose read fails", bothModes: true, setup: func(c rfCtx) {
+			if err := unix.Mount(fmt.Sprintf("/proc/%d/mem", os.Getpid()), c.b.ConfigPath(), "", unix.MS_BIND, ""); err != nil {
+				c.t.Fatal(err)
+			}
+			imUnmountAtCleanup(c.t, c.b.ConfigPath())
+		}, want: "input/output error"},
+		// Valid JSON padded with blanks: the size alone is refused.
+		{name: "config.json larger than 32 MiB", bothModes: true, setup: rfWriteConfig(func(orig []byte) []byte {
+			return append(orig, make([]byte, 32<<20)...)
+		}), want: "is larger than 32 MiB"},
+		{name: "deeply nested JSON", bothModes: true, setup: rfWriteConfig(func([]byte) []byte {
+			return []byte(`{"ociVersion":"1.0.2","process":` + strings.Repeat(`{"a":`, 20000) + "1" + strings.Repeat("}", 20001))
+		}), want: "exceeded max depth"},
+		{name: "JSON array at the top", bothModes: true, setup: rfWriteConfig(func(orig []byte) []byte {
+			return append(append([]byte("["), orig...), ']')
+		}), want: "cannot unmarshal array"},
+		{name: "two JSON documents", bothModes: true, setup: rfWriteConfig(func(orig []byte) []byte {
+			return append(append(orig, '\n'), orig...)
+		}), want: "not valid JSON"},
+
+		// --- annotations cannot weaken the policy ---
+		{name: "no-idmap on everything does not waive mode require", toml: "mode = \"require\"\n", setup: rfEdit(func(s *specs.Spec) {
+			s.Annotations = map[string]string{imAnnNoIDMap: "/,*,/proc,/sys,/dev,/etc/hosts"}
+		}), want: "mode is require and no mapping was found"},
+		{name: "blank mapping annotation does not waive mode require", toml: "mode = \"require\"\n", setup: rfEdit(func(s *specs.Spec) {
+			s.Annotations = map[string]string{"userns-shim.io/uid-mappings": ""}
+		}), want: "empty mapping"},
+		{name: "mapping annotation 'none'", toml: "mode = \"require\"\n", setup: rfAnnotate("none", ""),
+			want: `range "none": want containerID:hostID:size`},
+		{name: "mapping annotation with a negative ID", setup: rfAnnotate("-1:100000:65536", ""), want: `"-1" is not a number`},
+		{name: "mapping annotation that is the host's own identity mapping", setup: rfAnnotate("0:0:4294967295", ""),
+			want: "host IDs below 65536 belong to the host"},
+		{name: "mapping annotation with 341 ranges", setup: rfAnnotate(strings.Repeat("0:100000:65536,", 340)+"0:100000:65536", ""),
+			want: "341 ranges: at most 340 allowed"},
+		{name: "annotation below min_host_id in mode allocate", toml: "mode = \"allocate\"\n", setup: rfAnnotate("0:1000:65536", ""),
+			want: "host IDs below 65536 belong to the host"},
+		// The shim's own record of a rewrite is honoured only when the spec
+		// points into its state dir; a pod's forged one changes nothing.
+		{name: "forged userns-shim.io/original cannot swap a bad spec mapping", setup: rfEdit(func(s *specs.Spec) {
+			rfSetNamespace(s, specs.UserNamespace, "")
+			s.Linux.UIDMappings, s.Linux.GIDMappings = rfRanges("0:1000:65536"), rfRanges("0:1000:65536")
+			s.Annotations = map[string]string{originalAnn: `{"root":"rootfs","mounts":[],"userns":{"type":"user"},` +
+				`"uidMappings":[{"containerID":0,"hostID":100000,"size":65536}],"gidMappings":[{"containerID":0,"hostID":100000,"size":65536}]}`}
+		}), want: "spec mapping refused"},
+		{name: "pod uid in CRI-O's labels is a path", setup: rfEdit(func(s *specs.Spec) {
+			rfSetAnnotations(s, rfGood, "")
+			s.Annotations["io.kubernetes.cri-o.Labels"] = `{"io.kubernetes.pod.uid":"../../etc"}`
+		}), want: `pod UID "../../etc" is not a valid UID`},
+		{name: "sandbox id is a path", setup: rfEdit(func(s *specs.Spec) {
+			rfSetAnnotations(s, rfGood, "")
+			s.Annotations["io.kubernetes.cri.sandbox-id"] = "../../run"
+		}), want: `pod sandbox ID "../../run" is not a valid ID`},
+
+		// --- process IDs outside the mapping, from every source ---
+		{name: "process uid one past the range", setup: rfEdit(func(s *specs.Spec) {
+			rfSetAnnotations(s, rfGood, "")
+			s.Process.User.UID = 65536
+		}), want: "process.user.uid 65536 is outside the uid mapping"},
+		{name: "process uid in the gap between two ranges", setup: rfEdit(func(s *specs.Spec) {
+			rfSetAnnotations(s, "0:100000:65536,131072:300000:65536", "")
+			s.Process.User.UID = 70000
+		}), want: "process.user.uid 70000 is outside the uid mapping 0:100000:65536,131072:300000:65536"},
+		{name: "process gid outside a spec mapping", setup: rfEdit(func(s *specs.Spec) {
+			rfSetNamespace(s, specs.UserNamespace, "")
+			s.Linux.UIDMappings, s.Linux.GIDMappings = rfRanges(rfGood), rfRanges(rfGood)
+			s.Process.User.GID = 4294967294
+		}), want: "process.user.gid 4294967294 is outside the gid mapping"},
+		{name: "process uid outside a kubelet mapping", setup: rfSteps(
+			rfKubeletRecord("rf-pod-3", `{"uidMappings":[{"hostId":100000,"containerId":0,"length":65536}],"gidMappings":[{"hostId":100000,"containerId":0,"length":65536}]}`),
+			rfEdit(func(s *specs.Spec) { s.Process.User.UID = 100000 })),
+			want: "process.user.uid 100000 is outside the uid mapping 0:100000:65536"},
+		{name: "additionalGids outside a mounts mapping", setup: rfEdit(func(s *specs.Spec) {
+			s.Mounts = append(s.Mounts, rfBindMount("/a", rfGood))
+			s.Process.User.AdditionalGids = []uint32{65536}
+		}), want: "process.user.additionalGids 65536 is outside the gid mapping"},
+
+		// --- other live pods ---
+		{name: "host range overlapping a live pod's", setup: rfSteps(rfLivePod, rfAnnotate("0:131072:65536", "")),
+			want: "overlap host IDs of pod " + rfLiveID},
+		{name: "container of a live pod with another mapping", setup: rfSteps(rfLivePod, rfEdit(func(s *specs.Spec) {
+			rfSetAnnotations(s, "0:300000:65536", "")
+			s.Annotations["io.kubernetes.cri.container-type"] = "container"
+			s.Annotations["io.kubernetes.cri.sandbox-id"] = rfLiveID
+		})), want: "differs from its pod " + rfLiveID + "'s mapping " + rfLiveMapping},
+
+		// --- mount sources ---
+		{name: "device node source asking for an ID mapping", setup: rfMounts(rfMappedBind("/null", rfPath("/dev/null"))),
+			want: "mount /null: source /dev/null is a device node and the mount asks for an ID mapping"},
+		{name: "device node source with the idmap option", setup: rfMounts(func(c rfCtx) specs.Mount {
+			return imBind("/sda", rfSpecialFile(unix.S_IFBLK, int(unix.Mkdev(8, 0)))(c), "rbind", "rw", "idmap")
+		}), want: "is a device node and the mount asks for an ID mapping"},
+		{name: "socket source asking for an ID mapping", setup: rfMounts(rfMappedBind("/sock", rfSpecialFile(unix.S_IFSOCK, 0))),
+			want: "is neither a directory nor a regular file and the mount asks for an ID mapping"},
+		{name: "source /proc/1/root", setup: rfMounts(rfBind("/host", rfPath("/proc/1/root"))),
+			want: "source /proc/1/root is a symlink"},
+		// /proc/1 may be closed even to root here: the test's own process
+		// stands for another container's.
+		{name: "source through /proc/<pid>/root/", setup: rfMounts(rfBind("/host", func(c rfCtx) string {
+			return fmt.Sprintf("/proc/%d/root%s", os.Getpid(), c.t.TempDir())
+		})), want: "goes through a /proc magic link"},
+		{name: "source through /proc/self/root/", setup: rfMounts(rfBind("/host", func(c rfCtx) string { return "/proc/self/root" + c.t.TempDir() })),
+			want: "/proc magic link"},
+		{name: "source /proc/sys", setup: rfMounts(rfBind("/psys", rfPath("/proc/sys"))),
+			want: "the shim will not ID-map procfs"},
+		// warn leaves unsupported filesystems unmapped: procfs is a refusal, not that.
+		{name: "source /proc/sys with on_unsupported_fs warn", toml: "on_unsupported_fs = \"warn\"\n",
+			setup: rfMounts(rfBind("/psys", rfPath("/proc/sys"))), want: "the shim will not ID-map procfs"},
+		// The kubelet-volume wording is given to paths under kubelet_root
+		// only: the control names the volume, the fakes must not.
+		{name: "unsupported kubelet volume (control)", setup: rfMounts(rfBind("/data",
+			rfOverlayAt(rfKubelet, "pods/rf-pod-4/volumes/kubernetes.io~empty-dir/vol"))),
+			want: `volume "vol" (kubernetes.io~empty-dir) at /data`},
+		{name: "path outside kubelet_root that looks like a kubelet volume", setup: rfMounts(rfBind("/data",
+			rfOverlayAt(rfTemp, "kubelet/pods/rf-pod-5/volumes/kubernetes.io~empty-dir/vol"))),
+			want: "mount /data (host source ", notWant: `volume "`},
+		{name: "path that leaves kubelet_root by ..", setup: rfMounts(rfBind("/data", func(c rfCtx) string {
+			if err := os.MkdirAll(filepath.Join(c.kubelet, "pods"), 0o755); err != nil {
+				c.t.Fatal(err)
+			}
+			p := rfOverlayAt(rfTemp, "pods/rf-pod-6/volumes/kubernetes.io~empty-dir/vol")(c)
+			rel, err := filepath.Rel(filepath.Join(c.kubelet, "pods"), p)
+			if err != nil {
+				c.t.Fatal(err)
+			}
+			return c.kubelet + "/pods/" + rel
+		})), want: "mount /data (host source ", notWant: `volume "`},
+
+		// --- the rootfs ---
+		{name: "rootfs that is a symlink", setup: rfRootfsLink(func(c rfCtx) string { return "rootfs" }), want: "rootfs-link is a symlink"},
+		{name: "rootfs that is a symlink to the host's /", setup: rfRootfsLink(rfPath("/")), want: "rootfs-link is a symlink"},
+	}
+}
+
 func TestRefusals(t *testing.T) {
 	requireRoot(t)
 	var rt Runtime
@@ -393,7 +659,7 @@ func TestRefusals(t *testing.T) {
 	if rt.Name == "" {
 		t.Skip("runc is not installed (apt-get install runc): the refusals run behind runc")
 	}
-	for _, tc := range rfCases() {
+	for _, tc := range append(rfCases(), rfHostileCases()...) {
 		if !tc.bothModes {
 			t.Run(tc.name, func(t *testing.T) { rfRunRefusal(t, rt, tc) })
 			continue
@@ -407,12 +673,17 @@ func TestRefusals(t *testing.T) {
 
 func rfRunRefusal(t *testing.T, rt Runtime, tc rfCase) {
 	kubelet := t.TempDir()
+	// Every path of the case (bundle, state dir, volumes) is below the
+	// test's own temp root: its mounts are the ones to compare.
+	root := filepath.Dir(kubelet)
 	env := newEnv(t, rt, fmt.Sprintf("kubelet_root = %q\n%s", kubelet, tc.toml))
 	b := newBundle(t, "sleep", "10")
-	c := rfCtx{t: t, b: b, kubelet: kubelet}
+	c := rfCtx{t: t, b: b, kubelet: kubelet, env: env}
 	if tc.setup != nil {
 		tc.setup(c)
 	}
+	mountsBefore := pdMountsUnder(t, root)
+	stateBefore := rfStateFiles(t, env.StateDir)
 	argv := rfCreate(b.Dir, rfID)
 	if tc.argv != nil {
 		argv = tc.argv(c)
@@ -435,6 +706,9 @@ func rfRunRefusal(t *testing.T, rt Runtime, tc rfCase) {
 		t.Errorf("exit 0: the shim accepted what it must refuse (%s)", tc.want)
 	}
 	line := rfCheckStderr(t, r.Stderr, tc.want)
+	if tc.notWant != "" && strings.Contains(line, tc.notWant) {
+		t.Errorf("stderr says %q, which is wrong here: %q", tc.notWant, line)
+	}
 	rfCheckLog(t, logFile, before, line)
 
 	if after := rfSnapshot(t, b.Dir); !rfSameSnapshot(t, snap, after) {
@@ -443,16 +717,10 @@ func rfRunRefusal(t *testing.T, rt Runtime, tc rfCase) {
 	if tmps, _ := filepath.Glob(filepath.Join(b.Dir, ".config.json.userns-shim-*")); len(tmps) > 0 {
 		t.Errorf("temporary files left in the bundle: %v", tmps)
 	}
-	rfCheckStateDir(t, env.StateDir)
-	rfCheckNoMounts(t, env.StateDir, b.Dir)
-	if ents, err := os.ReadDir(filepath.Join(env.StateDir, "containers")); err == nil && len(ents) > 0 {
-		var names []string
-		for _, e := range ents {
-			names = append(names, e.Name())
-		}
-		t.Errorf("state_dir/containers is not empty after a refusal: %v", names)
-	} else if err != nil && !os.IsNotExist(err) {
-		t.Errorf("state_dir/containers: %v", err)
+	rfCheckStateDir(t, env.StateDir, stateBefore)
+	// No staging mount, pin or volume mount appeared or went.
+	if after := pdMountsUnder(t, root); !slices.Equal(mountsBefore, after) {
+		t.Errorf("mounts under %s changed by a refusal:\nbefore %v\nafter  %v", root, mountsBefore, after)
 	}
 	if _, err := os.Lstat(filepath.Join(env.RootDir, rfID)); err == nil {
 		t.Errorf("the real runtime has a container %s: the refusal came too late", rfID)
@@ -518,8 +786,9 @@ func rfCheckLog(t *testing.T, logFile, before, line string) {
 }
 
 // rfSnapshot records the bundle's top-level entries (the rootfs dir by name
-// only): a regular file by its bytes, a symlink by its target, a directory
-// by its name.
+// only): a regular file by its bytes (or why it cannot be read), a symlink
+// by its target, a directory by its name, anything else (a FIFO would block
+// a read) by its type.
 func rfSnapshot(t *testing.T, dir string) map[string]string {
 	t.Helper()
 	ents, err := os.ReadDir(dir)
@@ -538,10 +807,13 @@ func rfSnapshot(t *testing.T, dir string) map[string]string {
 			snap[e.Name()] = "symlink -> " + target
 		case e.IsDir():
 			snap[e.Name()] = "dir"
+		case !e.Type().IsRegular():
+			snap[e.Name()] = "special: " + e.Type().String()
 		default:
 			data, err := os.ReadFile(p)
 			if err != nil {
-				t.Fatal(err)
+				snap[e.Name()] = "unreadable: " + err.Error()
+				continue
 			}
 			snap[e.Name()] = "file: " + string(data)
 		}
@@ -572,44 +844,48 @@ func rfSameSnapshot(t *testing.T, before, after map[string]string) bool {
 	return same
 }
 
-// rfCheckStateDir: a refusal leaves no file in state_dir (directories the
-// shim made on the way may stay, empty), and no staging directory for rfID.
-func rfCheckStateDir(t *testing.T, stateDir string) {
+// rfStateFiles returns every file under stateDir with its bytes (a pin,
+// an nsfs mount, by its type only). Directories are left out: the shim may
+// make its own on the way and leave them, empty.
+func rfStateFiles(t *testing.T, stateDir string) map[string]string {
 	t.Helper()
+	files := map[string]string{}
 	filepath.WalkDir(stateDir, func(p string, d os.DirEntry, err error) error {
-		if err != nil {
-			if !os.IsNotExist(err) {
-				t.Errorf("state_dir: %v", err)
-			}
-			return nil
-		}
-		if !d.IsDir() {
-			t.Errorf("state_dir: %s left behind after a refusal", p)
+		switch {
+		case err != nil && !os.IsNotExist(err):
+			t.Errorf("state_dir: %v", err)
+		case err != nil || d.IsDir():
+		case !d.Type().IsRegular():
+			files[p] = d.Type().String()
+		default:
+			data, err := os.ReadFile(p)
+			files[p] = fmt.Sprintf("%s%v", data, err)
 		}
 		return nil
 	})
-	if _, err := os.Lstat(filepath.Join(stateDir, "staging", rfID)); err == nil {
-		t.Errorf("state_dir: staging directory of %s left behind", rfID)
-	}
+	return files
 }
 
-// rfCheckNoMounts: no mount point under the state dir or the bundle.
-func rfCheckNoMounts(t *testing.T, dirs ...string) {
+// rfCheckStateDir: a refusal adds, removes and changes no file in state_dir
+// (no record, lock, pin, runtime cache or change to the pod registry, so
+// no range), and leaves no staging directory for rfID.
+func rfCheckStateDir(t *testing.T, stateDir string, before map[string]string) {
 	t.Helper()
-	data, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		t.Fatal(err)
+	after := rfStateFiles(t, stateDir)
+	for p, v := range after {
+		if w, ok := before[p]; !ok {
+			t.Errorf("state_dir: %s left behind after a refusal", p)
+		} else if v != w {
+			t.Errorf("state_dir: %s changed by a refusal:\nbefore %.300s\nafter  %.300s", p, w, v)
+		}
 	}
-	for _, line := range strings.Split(string(data), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 5 {
-			continue
+	for p := range before {
+		if _, ok := after[p]; !ok {
+			t.Errorf("state_dir: %s removed by a refusal", p)
 		}
-		for _, d := range dirs {
-			if f[4] == d || strings.HasPrefix(f[4], d+"/") {
-				t.Errorf("mount left behind after a refusal: %s", line)
-			}
-		}
+	}
+	if _, err := os.Lstat(filepath.Join(stateDir, "staging", rfID)); err == nil {
+		t.Errorf("state_dir: staging directory of %s left behind", rfID)
 	}
 }
 
