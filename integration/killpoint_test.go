@@ -80,7 +80,7 @@ exec '%[2]s' "$@"
 // kpPoint is one place of a create where the shim dies.
 type kpPoint struct {
 	name     string
-	fail     string // USERNS_SHIM_FAILPOINT, or "" for a hold
+	fail     string // USERNS_SHIM_FAILPOINT ({id}: the container's), or "" for a hold
 	hold     string // KP_HOLD, or ""
 	rewrite  bool   // config.json has been rewritten by then
 	created  bool   // the runtime's create runs to its end
@@ -93,11 +93,14 @@ const kpVolumes = 3
 
 var kpPoints = []kpPoint{
 	{name: "pinned", fail: failpoint.Pinned, firstPod: true},
+	{name: "registry-temp-written", fail: failpoint.TempWritten + "/pods.json"},
 	{name: "allocated", fail: failpoint.Allocated},
 	{name: "first-staging-mount", fail: failpoint.StagingMount + ":1"},
 	{name: "last-staging-mount", fail: fmt.Sprintf("%s:%d", failpoint.StagingMount, kpVolumes)},
 	{name: "rootfs-staged", fail: failpoint.RootfsStaged},
+	{name: "record-temp-written", fail: failpoint.TempWritten + "/{id}.json"},
 	{name: "record-saved", fail: failpoint.RecordSaved},
+	{name: "config-temp-written", fail: failpoint.TempWritten + "/config.json"},
 	{name: "config-saved", fail: failpoint.ConfigSaved, rewrite: true},
 	{name: "runtime-create-started", hold: "before", rewrite: true, created: true},
 	{name: "runtime-create-returned", hold: "after", rewrite: true, created: true},
@@ -178,7 +181,7 @@ func kpRun(t *testing.T, rt Runtime, bin, mode, role string, pt kpPoint, host ui
 
 	// The create that dies.
 	if pt.fail != "" {
-		e.ExtraEnv = []string{failpoint.Env + "=" + pt.fail}
+		e.ExtraEnv = []string{failpoint.Env + "=" + strings.ReplaceAll(pt.fail, "{id}", victim)}
 	} else {
 		e.ExtraEnv = []string{kpHoldEnv + "=" + pt.hold}
 	}

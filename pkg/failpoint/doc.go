@@ -19,4 +19,8 @@ const (
 	RootfsStaged = "rootfs-staged" // the rootfs prepared (its staging mount, for a directory)
 	RecordSaved  = "record-saved"  // the container's record written
 	ConfigSaved  = "config-saved"  // config.json rewritten
+	// TempWritten + "/" + a file's name: the temporary file of an atomic
+	// write of that file (pods.json, a record, config.json) complete, not
+	// yet renamed over it.
+	TempWritten = "temp-written"
 )

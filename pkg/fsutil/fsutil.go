@@ -7,12 +7,23 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/userns-shim/userns-shim/pkg/failpoint"
 )
+
+// TempInfix marks WriteAtomic's temporary files: .<name>.userns-shim-<random>.
+const TempInfix = ".userns-shim-"
+
+// IsTemp reports whether a file name is one of WriteAtomic's temporary files,
+// which a killed shim can leave behind.
+func IsTemp(name string) bool {
+	return strings.HasPrefix(name, ".") && strings.Contains(name, TempInfix)
+}
 
 // WriteAtomic replaces path with data via a temporary file and rename.
 func WriteAtomic(path string, data []byte, mode os.FileMode, uid, gid int) (err error) {
 	dir, base := filepath.Split(path)
-	tmp, err := os.CreateTemp(dir, "."+base+".userns-shim-*")
+	tmp, err := os.CreateTemp(dir, "."+base+TempInfix+"*")
 	if err != nil {
 		return fmt.Errorf("create temporary file next to %s: %w", path, err)
 	}
@@ -39,6 +50,7 @@ func WriteAtomic(path string, data []byte, mode os.FileMode, uid, gid int) (err 
 	if err = tmp.Close(); err != nil {
 		return fmt.Errorf("close %s: %w", tmp.Name(), err)
 	}
+	failpoint.Hit(failpoint.TempWritten + "/" + base)
 	if err = os.Rename(tmp.Name(), path); err != nil {
 		return fmt.Errorf("rename %s to %s: %w", tmp.Name(), path, err)
 	}

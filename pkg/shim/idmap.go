@@ -100,10 +100,16 @@ func (st *Staging) keepRootfsPath(specRoot string) error {
 }
 
 // forget removes what the shim keeps of container id once it is gone: its
-// place in its pod, its record, its create lock, and its staging directory
+// place in its pod, its record, its create lock, its staging directory
 // with any mount a killed create left there (removeStaging: never a
-// recursive removal).
+// recursive removal), and the temporary file of a config.json write that
+// was killed, in the bundle its record names.
 func (s *Shim) forget(id string) {
+	if rec, err := s.State.Load(id); err == nil {
+		if err := removeWriteTemps(rec.Bundle); err != nil {
+			s.Log.WithError(err).Warn("remove temporary files from the bundle")
+		}
+	}
 	if err := s.leavePod(id); err != nil {
 		s.Log.WithError(err).Warn("leave pod")
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/moby/sys/mountinfo"
 	"golang.org/x/sys/unix"
 
+	"github.com/userns-shim/userns-shim/pkg/fsutil"
 	"github.com/userns-shim/userns-shim/pkg/idmount"
 	"github.com/userns-shim/userns-shim/pkg/mapping"
 	"github.com/userns-shim/userns-shim/pkg/nsexec"
@@ -294,6 +295,29 @@ func removeStaging(dir string) error {
 		}
 	}
 	return nil
+}
+
+// removeWriteTemps removes from dir the temporary files of atomic writes
+// (fsutil.WriteAtomic) that a killed shim left: regular files only, and
+// os.Remove never follows a symlink. The record is saved before config.json
+// is written, so the bundle of a write that was killed is always known.
+func removeWriteTemps(dir string) error {
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, e := range entries {
+		if e.Type().IsRegular() && fsutil.IsTemp(e.Name()) {
+			if err := os.Remove(filepath.Join(dir, e.Name())); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // mountID is the unique ID of the mount that holds path (not following a

@@ -216,10 +216,10 @@ func (d Dir) Leftovers() []string {
 		for _, e := range entries {
 			name := e.Name()
 			switch {
-			case strings.HasPrefix(name, ".") && strings.Contains(name, ".userns-shim-"):
+			case fsutil.IsTemp(name):
 				// A record's temporary file belongs to a create that may
 				// still be running; the registry's is ours under the lock.
-				if id, isRecord := strings.CutSuffix(strings.SplitN(name[1:], ".userns-shim-", 2)[0], ".json"); isRecord && dir == d.containers() && d.Creating(id) {
+				if id, isRecord := strings.CutSuffix(strings.SplitN(name[1:], fsutil.TempInfix, 2)[0], ".json"); isRecord && dir == d.containers() && d.Creating(id) {
 					continue
 				}
 				out = append(out, filepath.Join(dir, name))
