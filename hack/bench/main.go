@@ -539,13 +539,29 @@ func run(o options, rtPath string) error {
 		return err
 	}
 	if err := timed("rootfs", func() (err error) {
-		res.rfs, err = runRootfs(o, mk, sd, dir, rootfs, rtPath, shimBin, rng, sigs, check, rounds)
+		res.rfs, err = runRootfs(o, mk, sd, repo, dir, rootfs, rtPath, shimBin, rng, sigs, check, rounds)
 		return err
 	}); err != nil {
 		return err
 	}
 	if err := timed("concurrency", func() (err error) {
 		res.conc, err = runConcurrency(o, mk, sd, rtPath, shimBin)
+		return err
+	}); err != nil {
+		return err
+	}
+	if err := timed("cri", func() (err error) {
+		res.cri, err = runCRI(o, repo, dir, stateRoot, shimBin, noopBin, rng, sigs)
+		// The daemons the e2e scripts started were orphaned to the bench
+		// (a subreaper): reap what stopped.
+		reapStrays()
+		return err
+	}); err != nil {
+		return err
+	}
+	if err := timed("podman", func() (err error) {
+		res.pm, err = runPodman(o, repo, dir, stateRoot, shimBin, rng, sigs)
+		reapStrays()
 		return err
 	}); err != nil {
 		return err
@@ -630,6 +646,8 @@ type results struct {
 	mem           *memoryResult
 	warmup        int
 	conc          *concResult
+	cri           *criResult
+	pm            *podmanResult
 	artifacts     []string // files written next to -o
 }
 
@@ -1257,6 +1275,12 @@ func render(o options, in info, res *results) string {
 	if res.conc != nil {
 		p("\n%s", res.conc.render(rng))
 	}
+	if res.cri != nil {
+		p("\n%s", res.cri.render(rng))
+	}
+	if res.pm != nil {
+		p("\n%s", res.pm.render(rng))
+	}
 	if res.mem != nil || len(res.residues) > 0 {
 		p("\n%s", renderMemory(res))
 	}
@@ -1321,6 +1345,12 @@ func render(o options, in info, res *results) string {
 	}
 	if res.rfs != nil {
 		p("%s", res.rfs.targetRows(rng))
+	}
+	if res.cri != nil {
+		p("%s", res.cri.targetRows(rng))
+	}
+	if res.pm != nil {
+		p("%s", res.pm.targetRows(rng))
 	}
 	if res.conc != nil {
 		p("%s", res.conc.targetRows())

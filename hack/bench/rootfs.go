@@ -60,6 +60,7 @@ type rootfsResult struct {
 	e2e         map[string][]sample
 	e2eBig      int // tree size of the end-to-end overlay variants' big tree
 	e2eSmall    int
+	pm          *pmGrowth // podman's first use of each tree as an image
 }
 
 func benchMappingValue() mapping.Mapping {
@@ -80,7 +81,7 @@ func kfiles(n int) string {
 
 // runRootfs builds the trees on an ext4 image of their own, measures the
 // shim's rootfs handling directly and `chown -R`, then end-to-end cycles.
-func runRootfs(o options, mk *maker, sd *specDoc, dir, rootfs, rtPath, shimBin string, rng *rand.Rand, sigs chan os.Signal,
+func runRootfs(o options, mk *maker, sd *specDoc, repo, dir, rootfs, rtPath, shimBin string, rng *rand.Rand, sigs chan os.Signal,
 	check func([]*variant) error, rounds roundsFunc) (_ *rootfsResult, retErr error) {
 	r := &rootfsResult{sizes: o.treeSizes, rounds: o.rootRounds, warmup: o.warmup, chownRuns: o.chownRuns, e2eRounds: o.rounds,
 		prep: map[rootfsCase][]rootfsSample{}, chown: map[int][]float64{}}
@@ -103,6 +104,10 @@ func runRootfs(o options, mk *maker, sd *specDoc, dir, rootfs, rtPath, shimBin s
 		total += n + n/filesPerDir + 100
 	}
 	inodes := total + total/4 + 20000
+	if o.pmGrowthN > 0 {
+		// podman's image layers, and a chowned copy per fallback run.
+		inodes += total * (1 + o.pmCopyN)
+	}
 	f, err := os.Create(img)
 	if err != nil {
 		return nil, err
@@ -272,6 +277,15 @@ func runRootfs(o options, mk *maker, sd *specDoc, dir, rootfs, rtPath, shimBin s
 			}
 		}
 		fmt.Fprintf(os.Stderr, "bench: chown -R: %d/%d runs (%.0fs)\n", run+1, chownWarmup+o.chownRuns, time.Since(start).Seconds())
+	}
+
+	if o.pmGrowthN > 0 {
+		if r.pm, err = podmanGrowth(o, repo, mnt, mk.stateRoot, shimBin, r.sizes, trees, rng, stopped); err != nil {
+			return nil, err
+		}
+		if r.pm.skipped != "" {
+			fmt.Fprintln(os.Stderr, "bench: rootfs: podman SKIPPED:", r.pm.skipped)
+		}
 	}
 
 	// End to end: container cycles on those trees.
@@ -568,6 +582,9 @@ func (r *rootfsResult) render(rng *rand.Rand) string {
 	}
 	p("\n\nThe overlay handling unmounts the CRI runtime's overlay once; the \"umount of an overlay, alone\" column times just that on a fresh overlay: ")
 	p("unmounting an overlay syncs its upper filesystem (here the image's ext4, journaled, on a loop device), which costs the same whatever the image's size.")
+	if r.pm != nil {
+		p("\n%s", r.pm.render(r.sizes))
+	}
 	p("\n\n### End to end: container cycles on those trees\n\n")
 	p("%d rounds after %d warm-up rounds. The overlay variants get a fresh overlay (lower = the tree) mounted on the bundle's `rootfs` before each cycle and unmounted after it, untimed, as a CRI runtime would. Median [p25 – p75], ms.\n\n", r.e2eRounds, r.warmup)
 	p("| variant | create | cycle | create − %s create (paired) | cycle × %s |\n|---|---|---|---|---|\n", r.e2eVariants[0].name, r.e2eVariants[0].name)
@@ -622,6 +639,15 @@ func (r *rootfsResult) summaryCSV() []byte {
 		row(n, r.inodes[i], "overlay-umount-alone", r.totals(rootfsCase{caseUmount, n}))
 		row(n, r.inodes[i], "chown-R", r.chown[n])
 	}
+	if r.pm != nil {
+		for i, n := range r.sizes {
+			for _, m := range pmMethods {
+				if xs := r.pm.times[m][n]; len(xs) > 0 {
+					row(n, r.inodes[i], strings.NewReplacer(" ", "-", "(", "", ")", "", ",", "").Replace(m), xs)
+				}
+			}
+		}
+	}
 	row(0, 0, "userns-helper", r.totals(rootfsCase{caseHelper, 0}))
 	return []byte(b.String())
 }
@@ -669,16 +695,32 @@ func (r *rootfsResult) chart() chart {
 		}
 		return s
 	}
+	ss := []series{
+		line("chown -R", "#d62728", func(n int) []float64 { return r.chown[n] }),
+		line("shim: overlay rootfs (ID-mapped lower, re-mount)", "#1f77b4", func(n int) []float64 { return r.totals(rootfsCase{caseOverlay, n}) }),
+		line("shim: directory rootfs (ID-mapped clone)", "#2ca02c", func(n int) []float64 { return r.totals(rootfsCase{caseDir, n}) }),
+	}
+	if g := r.pm; g != nil && g.skipped == "" {
+		pm := func(name, color, method string) {
+			for _, n := range r.sizes {
+				if len(g.times[method][n]) == 0 {
+					return
+				}
+			}
+			s := line(name, color, func(n int) []float64 { return g.times[method][n] })
+			s.dash = true
+			ss = append(ss, s)
+		}
+		pm("whole podman run: --uidmap, chown-copy fallback (first use)", "#ff7f0e", pmCopy)
+		pm("whole podman run: --uidmap, ID-mapped layers", "#9467bd", pmIDMap)
+		pm("whole podman run: podman + shim", "#17becf", pmShim)
+	}
 	return chart{
-		title:  "Rootfs for a user namespace: the shim's ID-mapped rootfs vs chown -R",
+		title:  "Rootfs for a user namespace: the shim's ID-mapped rootfs vs chown -R and podman --uidmap",
 		xlabel: "files in the image",
 		ylabel: "ms (median, bars p25–p75)",
 		logX:   true, logY: true,
-		xfmt: func(x float64) string { return kfiles(int(x)) },
-		series: []series{
-			line("chown -R", "#d62728", func(n int) []float64 { return r.chown[n] }),
-			line("shim: overlay rootfs (ID-mapped lower, re-mount)", "#1f77b4", func(n int) []float64 { return r.totals(rootfsCase{caseOverlay, n}) }),
-			line("shim: directory rootfs (ID-mapped clone)", "#2ca02c", func(n int) []float64 { return r.totals(rootfsCase{caseDir, n}) }),
-		},
+		xfmt:   func(x float64) string { return kfiles(int(x)) },
+		series: ss,
 	}
 }
