@@ -50,9 +50,13 @@ func podmanMissing() string {
 	return ""
 }
 
-// newPodmanEnv sets podman up in dir with its image store in root and the
-// image of archive loaded as name.
-func newPodmanEnv(repo, dir, root, stateRoot, shimBin string) (*podmanEnv, error) {
+// newPodmanEnv sets podman up in dir with its image store in root. With
+// noIDMap, containers/storage is told (by the cache file its overlay driver
+// keeps of its probe) that the kernel cannot ID-map overlay lower layers: it
+// then falls back to a chowned copy of the image per mapping, as on kernels
+// or filesystems without that support. podman 4.3.1's containers/storage has
+// no other switch for it.
+func newPodmanEnv(repo, dir, root, stateRoot, shimBin string, noIDMap bool) (*podmanEnv, error) {
 	// podman refuses a runroot path longer than 50 characters.
 	runroot, err := os.MkdirTemp("", "bench-pm-")
 	if err != nil {
@@ -73,6 +77,15 @@ func newPodmanEnv(repo, dir, root, stateRoot, shimBin string) (*podmanEnv, error
 		return nil, err
 	}
 	p.env = append(os.Environ(), "CONTAINERS_CONF="+conf, "CONTAINERS_STORAGE_CONF="+storage)
+	if noIDMap {
+		runhome := filepath.Join(runroot, "overlay")
+		if err := os.MkdirAll(runhome, 0o700); err != nil {
+			return nil, err
+		}
+		if err := os.WriteFile(filepath.Join(runhome, "idmapped-lower-dir-false"), []byte("turned off by hack/bench"), 0o644); err != nil {
+			return nil, err
+		}
+	}
 	for _, rt := range []string{"runc", "crun"} {
 		// The wrapper's base name is userns-shim: podman passes --log to it.
 		w, _, err := shimWrapper(filepath.Join(dir, "shim-"+rt), shimBin, p.real[rt], filepath.Join(stateRoot, "podman-shim-"+rt), "")
@@ -162,7 +175,7 @@ func runPodman(o options, repo, dir, stateRoot, shimBin string, rng *rand.Rand, 
 		return r, nil
 	}
 	pd := filepath.Join(dir, "podman")
-	pe, err := newPodmanEnv(repo, pd, filepath.Join(pd, "root"), stateRoot, shimBin)
+	pe, err := newPodmanEnv(repo, pd, filepath.Join(pd, "root"), stateRoot, shimBin, false)
 	if err != nil {
 		return nil, err
 	}
@@ -293,9 +306,8 @@ type pmGrowth struct {
 
 // podmanGrowth imports each tree as an image and times `podman run --rm`
 // with a mapping podman has not seen: podman's ID-mapped layers, its
-// chown-copy fallback (containers/storage's _CONTAINERS_OVERLAY_DISABLE_IDMAP=yes,
-// what a kernel or filesystem without ID-mapped overlay lowers gets), and
-// the shim.
+// chown-copy fallback (in a second store whose driver believes the kernel
+// cannot ID-map overlay lowers), and the shim.
 func podmanGrowth(o options, repo, dir, stateRoot, shimBin string, sizes []int, trees map[int]string, rng *rand.Rand, stopped func() error) (_ *pmGrowth, retErr error) {
 	g := &pmGrowth{runs: o.pmGrowthN, copyRuns: o.pmCopyN, importS: map[int]float64{}, times: map[string]map[int][]float64{}}
 	for _, m := range pmMethods {
@@ -304,41 +316,55 @@ func podmanGrowth(o options, repo, dir, stateRoot, shimBin string, sizes []int, 
 	if g.skipped = podmanMissing(); g.skipped != "" {
 		return g, nil
 	}
-	pe, err := newPodmanEnv(repo, filepath.Join(dir, "podman"), filepath.Join(dir, "podman", "root"), stateRoot, shimBin)
+	pe, err := newPodmanEnv(repo, filepath.Join(dir, "podman"), filepath.Join(dir, "podman", "root"), stateRoot, shimBin, false)
 	if err != nil {
 		return nil, err
 	}
 	defer func() { retErr = errors.Join(retErr, pe.close()) }()
+	stores := []*podmanEnv{pe}
+	var fb *podmanEnv
+	if o.pmCopyN > 0 {
+		if fb, err = newPodmanEnv(repo, filepath.Join(dir, "podman-copy"), filepath.Join(dir, "podman-copy", "root"), stateRoot, shimBin, true); err != nil {
+			return nil, err
+		}
+		defer func() { retErr = errors.Join(retErr, fb.close()) }()
+		stores = append(stores, fb)
+	}
 	name := func(n int) string { return "localhost/bench/tree:" + kfiles(n) }
 	for _, n := range sizes {
 		tarball := filepath.Join(dir, "tree.tar")
 		if out, err := exec.Command("tar", "-C", trees[n], "-cf", tarball, ".").CombinedOutput(); err != nil {
 			return nil, fmt.Errorf("tar %s: %w: %s", trees[n], err, out)
 		}
-		d, err := pe.podman(nil, pe.real["runc"], "import", "--quiet", "--change", "CMD /bin/true", tarball, name(n))
-		os.Remove(tarball)
-		if err != nil {
-			return nil, err
+		for i, st := range stores {
+			d, err := st.podman(nil, st.real["runc"], "import", "--quiet", "--change", "CMD /bin/true", tarball, name(n))
+			if err != nil {
+				os.Remove(tarball)
+				return nil, err
+			}
+			if i == 0 {
+				g.importS[n] = d
+				fmt.Fprintf(os.Stderr, "bench: rootfs: podman import of the %s-file tree: %.1fs\n", kfiles(n), d)
+			}
 		}
-		g.importS[n] = d
-		fmt.Fprintf(os.Stderr, "bench: rootfs: podman import of the %s-file tree: %.1fs\n", kfiles(n), d)
+		os.Remove(tarball)
 	}
 	seq := 0
 	fresh := func() int { seq++; return pmHostID + seq*benchSize }
 	runOnce := func(method string, n int) (float64, error) {
 		args := []string{"run", "--rm", "--network", "none"}
-		rt, env := pe.real["runc"], []string(nil)
+		st, rt := pe, pe.real["runc"]
 		switch method {
 		case pmIDMap:
 			args = append(args, uidmapArgs(fresh())...)
 		case pmCopy:
+			st, rt = fb, fb.real["runc"]
 			args = append(args, uidmapArgs(fresh())...)
-			env = []string{"_CONTAINERS_OVERLAY_DISABLE_IDMAP=yes"}
 		case pmShim:
 			rt = pe.shim["runc"]
 			args = append(args, shimMapArgs(fresh())...)
 		}
-		return pe.podman(env, rt, append(args, name(n), "true")...)
+		return st.podman(nil, rt, append(args, name(n), "true")...)
 	}
 	type job struct {
 		method string
@@ -399,7 +425,7 @@ func (g *pmGrowth) render(sizes []int) string {
 		p("%s files %.1f s", kfiles(n), g.importS[n])
 	}
 	p("), store on the same ext4 image. Wall time of `podman run --rm --network none IMAGE true` with runc, every run with a mapping podman has not used before (a fresh host range): ")
-	p("**%s**: podman 4.3.1's default here, ID-mapped overlay lower layers, no copy; **%s**: the same with `_CONTAINERS_OVERLAY_DISABLE_IDMAP=yes`, containers/storage's fallback where ID-mapped overlays are not available (a copy of the image chowned into the mapping on first use of each mapping); **%s**: podman with the shim as its runtime and a mapping annotation; **%s**: reference. ", pmIDMap, pmCopy, pmShim, pmPlain)
+	p("**%s**: podman 4.3.1's default here, ID-mapped overlay lower layers, no copy; **%s**: the same in a second store whose overlay driver was told (by the `idmapped-lower-dir-false` cache file of its probe, podman 4.3.1 has no other switch) that the kernel cannot ID-map overlay lowers: containers/storage's fallback on kernels or filesystems without that support, a copy of the image chowned into the mapping on first use of each mapping; **%s**: podman with the shim as its runtime and a mapping annotation; **%s**: reference. ", pmIDMap, pmCopy, pmShim, pmPlain)
 	p("%d runs each after a warm-up run (the fallback: %d run each). Median [p25 – p75], ms.\n\n", g.runs, g.copyRuns)
 	p("| files |")
 	for _, m := range pmMethods {
