@@ -152,15 +152,8 @@ func kpRun(t *testing.T, rt Runtime, bin, mode, role string, pt kpPoint, host ui
 	base := "kp-" + strings.ReplaceAll(t.Name()[len("TestKillPoints/"):], "/", "-")
 	sandbox, app := base+"-pause", base+"-app"
 	uid := fmt.Sprintf("0c1d2e3f-4a5b-4c6d-8e7f-%012d", host/lcSize)
-	var vols []string
 	withVolumes := func(b *Bundle) *Bundle {
-		for n := range kpVolumes - 1 {
-			vols = append(vols, imVolume(t))
-			imAddMount(t, b, imBind(fmt.Sprintf("/vol%d", n), vols[len(vols)-1]))
-		}
-		shm := imTmpfs(t)
-		imFillVolume(t, shm)
-		imAddMount(t, b, imBind("/dev/shm", shm, "rbind", "nosuid", "noexec", "nodev"))
+		kpMountVolumes(t, b, kpNewVolumes(t, kpVolumes))
 		return b
 	}
 	bs := withVolumes(pdBundle(t, pdContainerd("sandbox", sandbox, uid, ann)))
@@ -249,6 +242,29 @@ func kpRun(t *testing.T, rt Runtime, bin, mode, role string, pt kpPoint, host ui
 	lcKillAndDelete(t, e, sandbox)
 	pdRequireStateClean(t, e)
 	imRequireNoStaging(t, e, "after the retried containers were deleted")
+}
+
+// kpNewVolumes makes n volumes: n-1 directories on the root ext4 and a
+// tmpfs, each holding root-file and user-file (see imFillVolume).
+func kpNewVolumes(t *testing.T, n int) []string {
+	t.Helper()
+	var vols []string
+	for range n - 1 {
+		vols = append(vols, imVolume(t))
+	}
+	shm := imTmpfs(t)
+	imFillVolume(t, shm)
+	return append(vols, shm)
+}
+
+// kpMountVolumes binds vols into b at /vol0, /vol1, ..., the last (the
+// tmpfs) at /dev/shm, as a pod's shared memory.
+func kpMountVolumes(t *testing.T, b *Bundle, vols []string) {
+	t.Helper()
+	for n, v := range vols[:len(vols)-1] {
+		imAddMount(t, b, imBind(fmt.Sprintf("/vol%d", n), v))
+	}
+	imAddMount(t, b, imBind("/dev/shm", vols[len(vols)-1], "rbind", "nosuid", "noexec", "nodev"))
 }
 
 // kpRequireConfig checks config.json after the kill: byte for byte the
