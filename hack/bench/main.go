@@ -143,9 +143,10 @@ type options struct {
 	pmRounds   int
 	pmGrowthN  int
 	pmCopyN    int
+	microTime  string
 }
 
-var allParts = []string{"cycle", "stub", "memory", "volumes", "rootfs", "concurrency", "cri", "podman"}
+var allParts = []string{"cycle", "stub", "memory", "volumes", "rootfs", "concurrency", "cri", "podman", "micro"}
 
 func main() {
 	var o options
@@ -169,6 +170,7 @@ func main() {
 	sizes := flag.String("rootfs-files", "1000,10000,100000", "tree sizes (files) of the rootfs part")
 	flag.IntVar(&o.imgMiB, "img-size", 2048, "size in MiB of the ext4 image that holds the rootfs part's trees")
 	flag.IntVar(&o.memRounds, "mem-n", 10, "rounds of the memory part")
+	flag.StringVar(&o.microTime, "micro-time", "1s", "-benchtime of the Go micro-benchmarks (micro part)")
 	conc := flag.String("conc", "1,10,50", "pods created at once in the concurrency part")
 	flag.IntVar(&o.concRounds, "conc-n", 5, "batches per level in the concurrency part")
 	flag.IntVar(&o.criRounds, "cri-n", 10, "pod start rounds per variant through crictl in the cri part")
@@ -288,6 +290,7 @@ type sample struct {
 func (s sample) cycle() float64 { return s.create + s.start + s.wait + s.destroy }
 
 func run(o options, rtPath string) error {
+	began := time.Now()
 	repo := o.repo
 	if repo == "" {
 		out, err := exec.Command("go", "env", "GOMOD").Output()
@@ -503,7 +506,7 @@ func run(o options, rtPath string) error {
 		}
 		return samples, nil
 	}
-	res := &results{vs: vs, stubs: stubs, rtName: rtName, warmup: o.warmup}
+	res := &results{vs: vs, stubs: stubs, rtName: rtName, warmup: o.warmup, began: began}
 	timed := func(part string, f func() error) error {
 		if !o.parts[part] {
 			return nil
@@ -566,6 +569,12 @@ func run(o options, rtPath string) error {
 	}); err != nil {
 		return err
 	}
+	if err := timed("micro", func() (err error) {
+		res.micro, err = runMicro(o, repo)
+		return err
+	}); err != nil {
+		return err
+	}
 	if left := mountsBelow(stateRoot); len(left) > 0 {
 		return fmt.Errorf("the shim left mounts in its state dir: %s", strings.Join(left, ", "))
 	}
@@ -585,6 +594,7 @@ func run(o options, rtPath string) error {
 		if err := os.WriteFile(o.out, []byte(report), 0o644); err != nil {
 			return err
 		}
+		fmt.Fprintf(os.Stderr, "bench: wrote %s (%.1f min run)\n", strings.Join(append([]string{o.out}, files...), ", "), time.Since(began).Minutes())
 	}
 	if o.raw != "" {
 		if err := writeRaw(o.raw, res); err != nil {
@@ -648,7 +658,9 @@ type results struct {
 	conc          *concResult
 	cri           *criResult
 	pm            *podmanResult
-	artifacts     []string // files written next to -o
+	micro         *microResult
+	began         time.Time // the run's start, for its total duration
+	artifacts     []string  // files written next to -o
 }
 
 type roundsFunc func(what string, vs []*variant, n, warmup int, step func(*variant) (sample, error)) (map[string][]sample, error)
@@ -1174,7 +1186,7 @@ func render(o options, in info, res *results) string {
 		}
 		p(" %s (%.0f s)", d.part, d.d.Seconds())
 	}
-	p("; the shims' `state_dir` is on a tmpfs (as `/run` is on a node)\n")
+	p("; the whole run %.1f min (building the shim included); the shims' `state_dir` is on a tmpfs (as `/run` is on a node)\n", time.Since(res.began).Minutes())
 	p("- %d container rounds and %d stub-runtime rounds, each after %d warm-up rounds; every round runs each variant once, in a shuffled order (seed %d)\n",
 		o.rounds, o.stubRounds, o.warmup, o.seed)
 	p("- cycle = `create --bundle B --pid-file P ID` + `start ID` + wait for the container's init to exit + `delete ID`. ")
@@ -1280,6 +1292,9 @@ func render(o options, in info, res *results) string {
 	}
 	if res.pm != nil {
 		p("\n%s", res.pm.render(rng))
+	}
+	if res.micro != nil {
+		p("\n%s", res.micro.render())
 	}
 	if res.mem != nil || len(res.residues) > 0 {
 		p("\n%s", renderMemory(res))

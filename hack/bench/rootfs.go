@@ -716,7 +716,7 @@ func (r *rootfsResult) chart() chart {
 		pm("whole podman run: podman + shim", "#17becf", pmShim)
 	}
 	return chart{
-		title:  "Rootfs for a user namespace: the shim's ID-mapped rootfs vs chown -R and podman --uidmap",
+		title:  "Rootfs for a user namespace vs files in the image",
 		xlabel: "files in the image",
 		ylabel: "ms (median, bars p25–p75)",
 		logX:   true, logY: true,
