@@ -332,3 +332,25 @@ func (r *concResult) targetRows() string {
 	return fmt.Sprintf("| %d collisions at %d concurrent pods (allocate mode; `/proc/<pid>/uid_map` and `shim pods --json`, %d pods checked) | %d, %d failed creates or checks | %s |\n",
 		targetCollisions, top, r.pods[top], c, len(r.failures), verdict(c == targetCollisions && len(r.failures) == 0))
 }
+
+// chart plots create latency against the pods created at once.
+func (r *concResult) chart() chart {
+	var xs []float64
+	for _, n := range r.levels {
+		xs = append(xs, float64(n))
+	}
+	line := func(name, color string, q float64) series {
+		s := series{name: name, color: color, xs: xs, labels: true}
+		for _, n := range r.levels {
+			s.ys = append(s.ys, ms(quantile(r.lat[n], q)))
+		}
+		return s
+	}
+	return chart{
+		title:  "Sandbox creates at once through the shim (mode allocate)",
+		xlabel: "pods created at once",
+		ylabel: "create latency, ms",
+		logX:   true, logY: true,
+		series: []series{line("p99", "#d62728", .99), line("p50", "#1f77b4", .5)},
+	}
+}

@@ -255,6 +255,13 @@ func writeArtifacts(dir string, res *results) ([]string, error) {
 		}
 		files = append(files, f...)
 	}
+	if res.conc != nil {
+		f, err := writeChart(filepath.Join(dir, "bench-concurrency"), res.conc.chart())
+		if err != nil {
+			return nil, err
+		}
+		files = append(files, f...)
+	}
 	if res.vol != nil {
 		f, err := writeChart(filepath.Join(dir, "bench-volumes"), res.vol.chart())
 		if err != nil {
