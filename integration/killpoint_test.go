@@ -22,6 +22,7 @@ import (
 	"testing"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 
 	"github.com/userns-shim/userns-shim/pkg/failpoint"
 )
@@ -106,24 +107,36 @@ var kpPoints = []kpPoint{
 	{name: "runtime-create-returned", hold: "after", rewrite: true, created: true},
 }
 
+// kpRole is which container of a pod is killed.
+type kpRole struct {
+	name    string
+	app     bool // an app container joining a running sandbox, else the sandbox
+	overlay bool // its rootfs is an overlay, as CRI runtimes hand over, else a directory
+}
+
+var kpRoles = []kpRole{{name: "sandbox"}, {name: "app", app: true}, {name: "sandbox-overlay", overlay: true}}
+
 // TestKillPoints: for each runtime, mapping from the allocator or from an
-// annotation, the pod's sandbox (first container: allocation, pin) or an app
-// container joining a running sandbox, and each kill point: the shim dies by
+// annotation, the pod's sandbox (first container: allocation, pin; with a
+// directory or an overlay rootfs) or an app container joining a running
+// sandbox, and each kill point: the shim dies by
 // SIGKILL there; config.json is the original or the complete rewrite; after
 // the CRI runtime's delete --force and `shim gc` the state dir (files,
 // registry, pins), the mounts below the test's directories and the bundle
 // are as before the create, and no shim process is left; the same create
-// then succeeds and runs with its mapping and ID-mapped volumes.
+// then succeeds and runs with its mapping and ID-mapped volumes. An overlay
+// rootfs is unmounted after the delete and mounted again for the retry, as
+// a CRI runtime does with a container's snapshot.
 func TestKillPoints(t *testing.T) {
 	lcForEachRuntime(t, func(t *testing.T, i int, rt Runtime) {
 		bin := kpShimBin(t)
 		for m, mode := range []string{"allocate", "annotation"} {
-			for _, role := range []string{"sandbox", "app"} {
+			for _, role := range kpRoles {
 				for k, pt := range kpPoints {
-					if pt.firstPod && role == "app" {
+					if pt.firstPod && role.app {
 						continue
 					}
-					t.Run(mode+"/"+role+"/"+pt.name, func(t *testing.T) {
+					t.Run(mode+"/"+role.name+"/"+pt.name, func(t *testing.T) {
 						kpRun(t, rt, bin, mode, role, pt, uint32(3_000_000_000+i*100_000_000+m*50_000_000+k*lcSize*4))
 					})
 				}
@@ -133,7 +146,7 @@ func TestKillPoints(t *testing.T) {
 }
 
 // kpRun is one kill: host is where this case's host IDs start.
-func kpRun(t *testing.T, rt Runtime, bin, mode, role string, pt kpPoint, host uint32) {
+func kpRun(t *testing.T, rt Runtime, bin, mode string, role kpRole, pt kpPoint, host uint32) {
 	holdDir := t.TempDir()
 	toml, ann := "", ""
 	want := lcRange(host)
@@ -158,7 +171,11 @@ func kpRun(t *testing.T, rt Runtime, bin, mode, role string, pt kpPoint, host ui
 	}
 	bs := withVolumes(pdBundle(t, pdContainerd("sandbox", sandbox, uid, ann)))
 	victim, vb := sandbox, bs
-	if role == "app" {
+	var layers *rtLayers
+	if role.overlay {
+		layers = rtOverlayRootfs(t, bs, 0)
+	}
+	if role.app {
 		pid := pdCreateStart(t, e, bs, sandbox)
 		vb = pdBundle(t, pdContainerd("container", sandbox, uid, ann))
 		pdJoin(t, vb, pid, specs.NetworkNamespace, specs.IPCNamespace, specs.UTSNamespace)
@@ -195,7 +212,7 @@ func kpRun(t *testing.T, rt Runtime, bin, mode, role string, pt kpPoint, host ui
 		t.Fatalf("create %s: exit %d signal %v err %v, want death by SIGKILL at %s\nstderr: %s", victim, o.Code, o.Signal, o.Err, pt.name, o.Stderr)
 	}
 	pdWaitSettled(t, e) // a held runtime create runs on to its end
-	kpRequireConfig(t, e, vb, orig, pt.rewrite, sandbox, victim, want)
+	kpRequireConfig(t, e, vb, orig, pt.rewrite, role.overlay, sandbox, victim, want)
 	killed := pdTakeInventory(t, e)
 
 	// What a CRI runtime does after a failed create: delete, forced, the
@@ -207,6 +224,13 @@ func kpRun(t *testing.T, rt Runtime, bin, mode, role string, pt kpPoint, host ui
 	del := lcShim(e, "delete", "--force", victim)
 	if created && del.Code != 0 {
 		t.Errorf("delete --force %s: exit %d: %s", victim, del.Code, del.Stderr)
+	}
+	if role.overlay {
+		// The CRI runtime unmounts the snapshot of a container it gave up.
+		if err := unix.Unmount(layers.Merged, 0); err != nil {
+			t.Errorf("umount the rootfs overlay %s after delete: %v", layers.Merged, err)
+		}
+		mountsBefore = slices.DeleteFunc(mountsBefore, func(m string) bool { return m == layers.Merged })
 	}
 	gc := lcMustShim(e, "shim", "gc")
 	t.Logf("killed at %s: left%s\ndelete --force: exit %d; shim gc:\n%s", pt.name, killed, del.Code, gc.Stdout)
@@ -230,16 +254,22 @@ func kpRun(t *testing.T, rt Runtime, bin, mode, role string, pt kpPoint, host ui
 
 	// The same create again runs, in the pod's user namespace, with its
 	// volumes ID-mapped.
+	if role.overlay {
+		layers.Mount(t)
+	}
 	pid := pdCreateStart(t, e, vb, victim)
 	lcRequireProcMaps(t, pid, want)
 	pdRequirePod(t, e, sandbox, slices.Compact([]string{sandbox, victim}), map[string]string{"allocate": "allocator", "annotation": "annotation"}[mode], want)
 	imRequireOwnersInside(t, e, victim, "/vol0", map[string]string{"root-file": "0:0", "user-file": "1000:1000"})
 	imRequireOwnersInside(t, e, victim, "/dev/shm", map[string]string{"root-file": "0:0", "user-file": "1000:1000"})
 
-	if role == "app" {
+	if role.app {
 		lcKillAndDelete(t, e, app)
 	}
 	lcKillAndDelete(t, e, sandbox)
+	if role.overlay {
+		rtUmountLikeCRI(t, e, bs, layers)
+	}
 	pdRequireStateClean(t, e)
 	imRequireNoStaging(t, e, "after the retried containers were deleted")
 }
@@ -269,8 +299,10 @@ func kpMountVolumes(t *testing.T, b *Bundle, vols []string) {
 
 // kpRequireConfig checks config.json after the kill: byte for byte the
 // original before the shim's write, else the complete rewrite: joins the
-// pod's pin with the pod's mapping, every volume from its staging mount.
-func kpRequireConfig(t *testing.T, e *Env, b *Bundle, orig []byte, rewrite bool, pod, id string, want specs.LinuxIDMapping) {
+// pod's pin with the pod's mapping, every volume from its staging mount,
+// the rootfs from its staging mount or, an overlay re-mounted in place
+// (overlay), where it was.
+func kpRequireConfig(t *testing.T, e *Env, b *Bundle, orig []byte, rewrite, overlay bool, pod, id string, want specs.LinuxIDMapping) {
 	t.Helper()
 	now := b.Raw(t)
 	if !rewrite {
@@ -289,7 +321,10 @@ func kpRequireConfig(t *testing.T, e *Env, b *Bundle, orig []byte, rewrite bool,
 			t.Errorf("config.json: mount %s from %s, want its staging mount under %s", m.Destination, m.Source, staging)
 		}
 	}
-	if !strings.HasPrefix(b.Spec.Root.Path, staging) {
+	if overlay && b.Spec.Root.Path != "rootfs" {
+		t.Errorf("config.json: root.path %s, want rootfs: the overlay is re-mounted in place", b.Spec.Root.Path)
+	}
+	if !overlay && !strings.HasPrefix(b.Spec.Root.Path, staging) {
 		t.Errorf("config.json: root.path %s, want the staged rootfs under %s", b.Spec.Root.Path, staging)
 	}
 }

@@ -204,10 +204,7 @@ func rtOverlayRootfs(t *testing.T, b *Bundle, shift uint32) *rtLayers {
 	if err := os.Mkdir(l.Merged, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", l.Lower, l.Upper, l.Work)
-	if err := unix.Mount("overlay", l.Merged, "overlay", 0, opts); err != nil {
-		t.Fatalf("mount overlay on %s: %v", l.Merged, err)
-	}
+	l.Mount(t)
 	t.Cleanup(func() {
 		for rtMountAt(t, l.Merged) != nil {
 			if err := unix.Unmount(l.Merged, unix.MNT_DETACH); err != nil {
@@ -217,6 +214,16 @@ func rtOverlayRootfs(t *testing.T, b *Bundle, shift uint32) *rtLayers {
 		}
 	})
 	return l
+}
+
+// Mount mounts the overlay of the layers at Merged, as a CRI runtime does
+// for a container's rootfs.
+func (l *rtLayers) Mount(t *testing.T) {
+	t.Helper()
+	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", l.Lower, l.Upper, l.Work)
+	if err := unix.Mount("overlay", l.Merged, "overlay", 0, opts); err != nil {
+		t.Fatalf("mount overlay on %s: %v", l.Merged, err)
+	}
 }
 
 // rtMountAt returns the top mount at mountpoint in the host's mount table,
