@@ -57,8 +57,22 @@ var isolated = []specs.LinuxNamespaceType{specs.NetworkNamespace, specs.PIDNames
 
 // CheckHostNamespaces refuses a user-namespaced container that shares the
 // host's network, PID or IPC namespace, by omission (no entry means the
-// runtime's own namespace) or by a path to the host's namespace.
+// runtime's own namespace) or by a path to the host's namespace. A type
+// listed twice is refused first: the shim judges the first entry only, and
+// a runtime that honoured the second could join the host's namespace.
 func CheckHostNamespaces(s *specs.Spec, isHost HostNamespaceChecker) error {
+	if s.Linux != nil {
+		seen := map[specs.LinuxNamespaceType]int{}
+		var twice []string
+		for _, n := range s.Linux.Namespaces {
+			if seen[n.Type]++; seen[n.Type] == 2 {
+				twice = append(twice, string(n.Type))
+			}
+		}
+		if len(twice) > 0 {
+			return fmt.Errorf("linux.namespaces lists the %s namespace more than once: a runtime must refuse that, and the shim cannot tell which entry it would use", strings.Join(twice, ", "))
+		}
+	}
 	var p []string
 	for _, t := range isolated {
 		ns := Namespace(s, t)

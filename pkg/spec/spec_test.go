@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -187,6 +188,42 @@ func TestCheckHostNamespaces(t *testing.T) {
 	require.ErrorContains(t, err, "network")
 	require.ErrorContains(t, err, "pid")
 	require.ErrorContains(t, err, "ipc")
+}
+
+// TestCheckHostNamespacesDuplicates: FuzzRewrite found configs whose second
+// entry of a type joined the host's namespace; only the first was checked.
+func TestCheckHostNamespacesDuplicates(t *testing.T) {
+	isHost := func(_ specs.LinuxNamespaceType, p string) (bool, error) { return strings.HasPrefix(p, "/proc/1/"), nil }
+	ns := func(t specs.LinuxNamespaceType, path string) specs.LinuxNamespace {
+		return specs.LinuxNamespace{Type: t, Path: path}
+	}
+	base := []specs.LinuxNamespace{ns(specs.PIDNamespace, ""), ns(specs.NetworkNamespace, ""), ns(specs.IPCNamespace, "")}
+	tests := []struct {
+		name    string
+		extra   []specs.LinuxNamespace
+		wantErr string
+	}{
+		{name: "each type once"},
+		{name: "second user entry joins the host's", extra: []specs.LinuxNamespace{ns(specs.UserNamespace, ""), ns(specs.UserNamespace, "/proc/1/ns/user")},
+			wantErr: "lists the user namespace more than once"},
+		{name: "second network entry joins the host's", extra: []specs.LinuxNamespace{ns(specs.NetworkNamespace, "/proc/1/ns/net")},
+			wantErr: "lists the network namespace more than once"},
+		{name: "harmless type twice", extra: []specs.LinuxNamespace{ns(specs.MountNamespace, ""), ns(specs.MountNamespace, "")},
+			wantErr: "lists the mount namespace more than once"},
+		{name: "two types twice", extra: []specs.LinuxNamespace{ns(specs.PIDNamespace, ""), ns(specs.IPCNamespace, ""), ns(specs.IPCNamespace, "")},
+			wantErr: "lists the pid, ipc namespace more than once"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s := &specs.Spec{Linux: &specs.Linux{Namespaces: append(slices.Clone(base), tc.extra...)}}
+			err := CheckHostNamespaces(s, isHost)
+			if tc.wantErr == "" {
+				require.NoError(t, err)
+				return
+			}
+			require.ErrorContains(t, err, tc.wantErr)
+		})
+	}
 }
 
 func TestPodUID(t *testing.T) {
