@@ -53,10 +53,11 @@ type esFixture struct {
 	id   string
 	pid  int
 	host uint32
-	// secret and mappedSecret are root-owned 0700 host dirs holding
-	// secret-file, at /secret (unmapped: userns-shim.io/no-idmap) and
-	// /mapped-secret (ID-mapped: the control).
-	secret, mappedSecret string
+	// secret, askedSecret and mappedSecret are root-owned 0700 host dirs
+	// holding secret-file, at /secret (unmapped: userns-shim.io/no-idmap),
+	// /asked-secret (listed there too, but its mount carries uidMappings as
+	// a CRI runtime writes them) and /mapped-secret (ID-mapped: the control).
+	secret, askedSecret, mappedSecret string
 	// vol is an ID-mapped volume (0777, root-file and user-file) at /vol.
 	vol string
 	// shared and sharedRaw are host dirs that are shared mounts, bound
@@ -116,20 +117,24 @@ func esModules(t *testing.T, notAModule string) bool {
 func esStart(t *testing.T, rtIndex int, rt Runtime) *esFixture {
 	t.Helper()
 	f := &esFixture{e: newEnv(t, rt, ""), id: "es-" + rt.Name, host: esHost(rtIndex, 0)}
-	f.secret, f.mappedSecret = esSecretDir(t), esSecretDir(t)
+	f.secret, f.askedSecret, f.mappedSecret = esSecretDir(t), esSecretDir(t), esSecretDir(t)
 	f.vol = imVolume(t)
 	f.shared, f.sharedRaw = esSharedDir(t), esSharedDir(t)
 	b := newBundle(t, "sleep", "1000")
 	f.modules = esModules(t, filepath.Join(b.Dir, "rootfs/bin/busybox"))
 	b.Spec.Annotations = map[string]string{
 		lcAnnUIDMappings: lcAnnotation(lcRange(f.host)),
-		imAnnNoIDMap:     "/secret,/shared-raw",
+		imAnnNoIDMap:     "/secret,/asked-secret,/shared-raw",
 	}
 	b.Spec.Process.Capabilities = &specs.LinuxCapabilities{
 		Bounding: esCaps, Effective: esCaps, Permitted: esCaps, Inheritable: esCaps,
 	}
 	b.Save(t)
 	imAddMount(t, b, imBind("/secret", f.secret))
+	asked := imBind("/asked-secret", f.askedSecret)
+	asked.UIDMappings = []specs.LinuxIDMapping{lcRange(f.host)}
+	asked.GIDMappings = asked.UIDMappings
+	imAddMount(t, b, asked)
 	imAddMount(t, b, imBind("/mapped-secret", f.mappedSecret))
 	imAddMount(t, b, imBind("/vol", f.vol))
 	imAddMount(t, b, imBind("/shared", f.shared, "rbind", "rshared", "rw"))
@@ -236,6 +241,10 @@ func esCases() []esCase {
 		// apply to it, and "other" has no access.
 		{name: "unmapped root-only host dir cannot be listed", argv: []string{"ls", "/secret"}, wantErr: "Permission denied"},
 		{name: "unmapped root-only host file cannot be read", argv: []string{"cat", "/secret/secret-file"}, wantErr: "Permission denied"},
+		// no-idmap leaves the mount without any ID mapping: the CRI
+		// runtime's request (uidMappings) does not reach the runtime either.
+		{name: "unmapped root-only host dir whose mount asked for a mapping cannot be read", argv: []string{"cat", "/asked-secret/secret-file"},
+			wantErr: "Permission denied"},
 		{name: "ID-mapped root-only host dir is readable (control)", argv: []string{"cat", "/mapped-secret/secret-file"}, wantOut: "host secret"},
 
 		// CAP_SYS_MODULE is checked against the host's user namespace.

@@ -27,6 +27,7 @@ const (
 	TreatRuntime     = "idmap requested from the runtime"
 	TreatSkipped     = "left alone"
 	TreatUnsupported = "left unmapped: filesystem without ID-mapped mount support"
+	TreatUnmapped    = "left unmapped: its ID-mapping request removed"
 )
 
 // Staging holds the host mounts the shim made for one create. They exist
@@ -176,6 +177,9 @@ func (s *Shim) idmapMounts(sp *specs.Spec, d Decision, users *nsexec.UserNSCache
 		}
 		if c.Skip != "" {
 			rec.Treatment, rec.Reason = TreatSkipped, c.Skip
+			if c.NoIDMap && spec.DropIDMapRequest(m) {
+				rec.Treatment = TreatUnmapped // a change: config.json is rewritten
+			}
 		}
 		recs = append(recs, rec)
 	}

@@ -18,6 +18,9 @@ type MountChoice struct {
 	Index   int             // into spec.Mounts
 	Mapping mapping.Mapping // the mount's own mapping if it had one, else the container's
 	Skip    string          // non-empty: left alone, for this reason
+	// NoIDMap: listed in userns-shim.io/no-idmap, so left without any ID
+	// mapping (DropIDMapRequest), not only without the shim's.
+	NoIDMap bool
 }
 
 // IsBind reports whether m is a bind mount: its source is a path on the host.
@@ -57,7 +60,7 @@ func ChooseMounts(s *specs.Spec, container mapping.Mapping) []MountChoice {
 		case !IsBind(m):
 			c.Skip = "made by the runtime inside the container (" + m.Type + ")"
 		case slices.Contains(noIDMap, path.Clean(m.Destination)):
-			c.Skip = "listed in " + mapping.AnnotationNoIDMap
+			c.Skip, c.NoIDMap = "listed in "+mapping.AnnotationNoIDMap, true
 		case len(m.UIDMappings) > 0 || len(m.GIDMappings) > 0:
 			own := mapping.Mapping{UIDs: m.UIDMappings, GIDs: m.GIDMappings}
 			if own.UIDs == nil {
@@ -92,6 +95,18 @@ func AsksIDMap(m specs.Mount) bool {
 	return len(m.UIDMappings) > 0 || len(m.GIDMappings) > 0 || slices.ContainsFunc(m.Options, func(o string) bool {
 		return slices.Contains(idmapOptions, strings.SplitN(o, "=", 2)[0])
 	})
+}
+
+// DropIDMapRequest removes m's request for an ID mapping, if it has one,
+// and reports whether it did: a mount the pod asked to leave unmapped
+// (userns-shim.io/no-idmap) must not be ID-mapped by the runtime either,
+// at the CRI runtime's request.
+func DropIDMapRequest(m *specs.Mount) bool {
+	if !AsksIDMap(*m) {
+		return false
+	}
+	StripIDMap(m)
+	return true
 }
 
 // CheckSpecialSource refuses a mount whose source is a device node, socket

@@ -36,6 +36,10 @@ func TestChooseMounts(t *testing.T) {
 	assert.Equal(t, container, got[3].Mapping)
 	assert.Empty(t, got[4].Skip, "a file bind without type is host-backed")
 	assert.Contains(t, got[5].Skip, mapping.AnnotationNoIDMap)
+	assert.True(t, got[5].NoIDMap)
+	for _, i := range []int{0, 1, 2, 3, 4, 6} {
+		assert.False(t, got[i].NoIDMap, s.Mounts[i].Destination)
+	}
 	assert.Empty(t, got[6].Skip)
 	assert.Equal(t, mapping.Mapping{UIDs: own, GIDs: own}, got[6].Mapping, "a mount keeps its own mapping")
 }
@@ -67,6 +71,20 @@ func TestCheckSpecialSource(t *testing.T) {
 			assert.ErrorContains(t, err, "mount /dev/x: source /dev/sda is a device node and the mount asks for an ID mapping")
 		})
 	}
+}
+
+// TestDropIDMapRequest: every way of asking is dropped, other options stay,
+// and a mount that asks for nothing is not changed.
+func TestDropIDMapRequest(t *testing.T) {
+	mp := []specs.LinuxIDMapping{{ContainerID: 0, HostID: 65536, Size: 65536}}
+	asked := specs.Mount{Destination: "/v", Source: "/s", Options: []string{"rbind", "ridmap", "ro"}, UIDMappings: mp, GIDMappings: mp}
+	assert.True(t, DropIDMapRequest(&asked))
+	assert.Equal(t, specs.Mount{Destination: "/v", Source: "/s", Options: []string{"rbind", "ro"}}, asked)
+	assert.False(t, AsksIDMap(asked))
+
+	plain := specs.Mount{Destination: "/v", Source: "/s", Options: []string{"rbind", "ro"}}
+	assert.False(t, DropIDMapRequest(&plain))
+	assert.Equal(t, []string{"rbind", "ro"}, plain.Options)
 }
 
 func TestStripAndRequestIDMap(t *testing.T) {
