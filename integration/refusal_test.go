@@ -509,7 +509,7 @@ func rfHostileCases() []rfCase {
 		{name: "config.json is a FIFO", bothModes: true, setup: rfReplaceConfig(func(p string) error { return unix.Mkfifo(p, 0o644) }),
 			want: "is not a regular file but a named pipe"},
 		{name: "config.json is a socket", bothModes: true, setup: rfReplaceConfig(func(p string) error { return unix.Mknod(p, unix.S_IFSOCK|0o644, 0) }),
-			want: "config.json: no such device or address"}, // open(2) of a socket: ENXIO
+			want: "config.json: it is a socket; config.json must be a regular file"},
 		{name: "config.json is a device node (/dev/null's)", bothModes: true,
 			setup: rfReplaceConfig(func(p string) error { return unix.Mknod(p, unix.S_IFCHR|0o644, int(unix.Mkdev(1, 3))) }),
 			want:  "is not a regular file but a device node"},
@@ -520,7 +520,7 @@ func rfHostileCases() []rfCase {
 				c.t.Fatal(err)
 			}
 			imUnmountAtCleanup(c.t, c.b.ConfigPath())
-		}, want: "input/output error"},
+		}, want: "config.json: input/output error"},
 		// Valid JSON padded with blanks: the size alone is refused.
 		{name: "config.json larger than 32 MiB", bothModes: true, setup: rfWriteConfig(func(orig []byte) []byte {
 			return append(orig, make([]byte, 32<<20)...)

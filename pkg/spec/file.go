@@ -65,6 +65,9 @@ func Read(path string) ([]byte, os.FileInfo, error) {
 		if errors.Is(err, unix.ELOOP) {
 			return nil, nil, fmt.Errorf("open %s: it is a symlink; config.json must be a regular file", path)
 		}
+		if errors.Is(err, unix.ENXIO) { // what open(2) says of a socket
+			return nil, nil, fmt.Errorf("open %s: it is a socket; config.json must be a regular file", path)
+		}
 		return nil, nil, &os.PathError{Op: "open", Path: path, Err: err}
 	}
 	f := os.NewFile(uintptr(fd), path)
@@ -78,7 +81,7 @@ func Read(path string) ([]byte, os.FileInfo, error) {
 	}
 	raw, err := io.ReadAll(io.LimitReader(f, MaxSize+1))
 	if err != nil {
-		return nil, nil, &os.PathError{Op: "read", Path: path, Err: err}
+		return nil, nil, err // f.Read's *os.PathError names the operation and path
 	}
 	if len(raw) > MaxSize {
 		return nil, nil, fmt.Errorf("%s is larger than %d MiB", path, MaxSize>>20)

@@ -11,6 +11,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
 
 	"github.com/userns-shim/userns-shim/pkg/mapping"
 )
@@ -149,6 +150,15 @@ func TestLoadRefusals(t *testing.T) {
 
 	_, err = Load(filepath.Join(dir, "missing.json"))
 	require.ErrorContains(t, err, "no such file")
+
+	// Special files are refused without a read that could block.
+	fifo, sock := filepath.Join(dir, "fifo.json"), filepath.Join(dir, "sock.json")
+	require.NoError(t, unix.Mkfifo(fifo, 0o644))
+	require.NoError(t, unix.Mknod(sock, unix.S_IFSOCK|0o644, 0))
+	_, err = Load(fifo)
+	require.ErrorContains(t, err, "not a regular file but a named pipe")
+	_, err = Load(sock)
+	require.ErrorContains(t, err, "it is a socket")
 
 	_, err = Load(write(t, "c.json", `{"ociVersion": "1.0.2", "process": {`, 0o644))
 	require.ErrorContains(t, err, "not valid JSON")
