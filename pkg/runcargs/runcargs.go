@@ -34,7 +34,8 @@ type Invocation struct {
 	Args    []string // argv without argv[0], exactly as received
 	Global  Global
 	Command string // the subcommand; "" for a bare --version/--help
-	// CommandArgs are the tokens after the subcommand.
+	// CommandArgs are the tokens after the subcommand: nil when there is
+	// none, not even an empty token.
 	CommandArgs []string
 
 	// Set for create and run only.
@@ -50,7 +51,8 @@ type Invocation struct {
 // GlobalArgs returns the tokens before the subcommand, to reuse for another
 // call to the runtime with the same --root, --log and so on.
 func (inv *Invocation) GlobalArgs() []string {
-	if inv.Command == "" {
+	// Not Command == "": an empty token can stand where the command goes.
+	if inv.CommandArgs == nil {
 		return inv.Args
 	}
 	return inv.Args[:len(inv.Args)-len(inv.CommandArgs)-1]
@@ -153,7 +155,7 @@ func Parse(args []string) (*Invocation, error) {
 		return inv, nil
 	}
 	inv.Command = args[i]
-	inv.CommandArgs = args[i+1:]
+	inv.CommandArgs = args[i+1 : len(args) : len(args)] // never nil: see GlobalArgs
 	if inv.Rewrites() {
 		if err := parseCreate(inv); err != nil {
 			return inv, err

@@ -2,6 +2,7 @@ package runcargs
 
 import (
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 
@@ -111,12 +112,24 @@ func TestParseErrors(t *testing.T) {
 }
 
 func TestGlobalArgs(t *testing.T) {
-	inv, err := Parse(strings.Fields("--root /r --log=/l delete --force x"))
-	require.NoError(t, err)
-	assert.Equal(t, []string{"--root", "/r", "--log=/l"}, inv.GlobalArgs())
-	inv, err = Parse([]string{"--version"})
-	require.NoError(t, err)
-	assert.Equal(t, []string{"--version"}, inv.GlobalArgs())
+	tests := []struct {
+		args []string
+		want []string
+	}{
+		{[]string{"--root", "/r", "--log=/l", "delete", "--force", "x"}, []string{"--root", "/r", "--log=/l"}},
+		{[]string{"--version"}, []string{"--version"}},
+		{[]string{"--root", "/r", "--", "state"}, []string{"--root", "/r", "--"}},
+		// FuzzParse: an empty token as the command was taken for no command,
+		// and the command and its arguments for global flags.
+		{[]string{"", ""}, []string{}},
+		{[]string{"--debug", "", "x"}, []string{"--debug"}},
+		{[]string{"--debug", ""}, []string{"--debug"}},
+	}
+	for _, tc := range tests {
+		inv, err := Parse(tc.args)
+		require.NoError(t, err)
+		assert.Equal(t, tc.want, inv.GlobalArgs(), "%q", tc.args)
+	}
 }
 
 func TestParseKeepsGlobalsOnError(t *testing.T) {
@@ -126,24 +139,89 @@ func TestParseKeepsGlobalsOnError(t *testing.T) {
 	assert.Equal(t, "json", inv.Global.LogFormat)
 }
 
+// FuzzParse: a command line splits into global flags, the command and its
+// arguments exactly as received; the global flags keep their meaning when
+// reused for another call; a create or run names a valid container ID; and
+// no reading of an unknown global flag could make a create the command
+// without the shim taking it as one or refusing it.
 func FuzzParse(f *testing.F) {
-	for _, s := range []string{"create --bundle /b x", "delete create", "--root /r run -d x", "-b=x", "create x --bundle"} {
+	for _, s := range []string{
+		"create --bundle /b x", "delete create", "--root /r run -d x", "-b=x", "create x --bundle",
+		"--root /run/runc --log /l --log-format json create --bundle /b --pid-file /p abc",
+		"--unknown v create x", "--unknown=v create x", "--debug -- create x", "create -b/b -f=c.json --keep x",
+		"--root\x00\x00create\x00 x", // NUL-separated: empty and spaced tokens
+	} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
+		// NUL separates tokens when present, so that empty tokens and
+		// tokens with spaces occur; else whitespace does.
 		args := strings.Fields(s)
+		if strings.Contains(s, "\x00") {
+			args = strings.Split(s, "\x00")
+		}
 		inv, err := Parse(args)
+		if inv == nil {
+			t.Fatal("nil invocation")
+		}
 		if err != nil {
+			if !errors.Is(err, ErrUsage) {
+				t.Fatalf("error %v is not a usage error", err)
+			}
 			return
+		}
+		global := inv.GlobalArgs()
+		joined := append(append(slices.Clone(global), inv.Command), inv.CommandArgs...)
+		if inv.CommandArgs == nil {
+			joined = global
+		}
+		if !slices.Equal(joined, args) || !slices.Equal(inv.Args, args) {
+			t.Fatalf("%q split as %q + %q + %q", args, global, inv.Command, inv.CommandArgs)
+		}
+		// The shim reuses the global flags for "state ID": they must mean
+		// the same there.
+		again, err := Parse(append(slices.Clone(global), "state", "x"))
+		if err != nil || again.Command != "state" || again.Global != inv.Global {
+			t.Fatalf("global flags %q do not carry over: %+v, %v", global, again, err)
 		}
 		if inv.Rewrites() && !inv.Global.Help {
 			if ValidateContainerID(inv.ContainerID) != nil {
 				t.Fatalf("create accepted with invalid id %q", inv.ContainerID)
+			}
+			if !slices.Contains(inv.CommandArgs, inv.ContainerID) {
+				t.Fatalf("container id %q is not one of %q", inv.ContainerID, inv.CommandArgs)
 			}
 		}
 		// A create token at the command position is never passed through.
 		if len(args) > 0 && (args[0] == "create" || args[0] == "run") && !inv.Rewrites() {
 			t.Fatalf("leading %q not parsed as the command", args[0])
 		}
+		// The runtime might read an unknown global flag as taking a value:
+		// if a create or run is its command then, the shim must see one too.
+		if cmd := commandIfUnknownTakeValues(args); (cmd == CmdCreate || cmd == CmdRun) && !inv.Rewrites() {
+			t.Fatalf("%q: a runtime could run %q, the shim passes %q through", args, cmd, inv.Command)
+		}
 	})
+}
+
+// commandIfUnknownTakeValues returns the command of args when every unknown
+// global flag takes the next token as its value.
+func commandIfUnknownTakeValues(args []string) string {
+	for i := 0; i < len(args); i++ {
+		name, _, hasValue, isFlag := splitFlag(args[i])
+		if args[i] == "--" {
+			if i+1 < len(args) {
+				return args[i+1]
+			}
+			return ""
+		}
+		if !isFlag {
+			return args[i]
+		}
+		kind, known := globalFlags[name]
+		if !hasValue && (!known || kind == valueFlag) {
+			i++
+		}
+	}
+	return ""
 }
