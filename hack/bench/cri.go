@@ -34,6 +34,8 @@ type criVariant struct {
 	rt            string // runc or crun
 	err           string // why it cannot run pods here, when it cannot
 	seq           int
+	wrapper       string // the handler's wrapper script (shim and noop handlers)
+	calls         string // the runtime calls of one pod start, by verb
 }
 
 // criDaemonResult is one CRI runtime's pod starts.
@@ -92,9 +94,35 @@ func shimWrapper(dir, shimBin, rt, stateDir, extra string) (string, string, erro
 
 // envWrapper writes a script at path that runs bin with name=value in its
 // environment: CRI runtimes and conmon pass the runtime none of theirs.
+// While path.count-on exists, it also appends its arguments to path.calls
+// (the cri part counts the runtime calls of one pod start so).
 func envWrapper(path, name, value, bin string) (string, error) {
-	script := fmt.Sprintf("#!/bin/sh\n%s=%s\nexport %s\nexec %s \"$@\"\n", name, value, name, bin)
+	script := fmt.Sprintf("#!/bin/sh\n[ ! -e %[1]s.count-on ] || echo \"$*\" >>%[1]s.calls\n%[2]s=%[3]s\nexport %[2]s\nexec %[4]s \"$@\"\n",
+		path, name, value, bin)
 	return path, os.WriteFile(path, []byte(script), 0o755)
+}
+
+// runtimeVerbs counts the runtime subcommands in a wrapper's calls file:
+// the first argument that is no flag and no flag's value.
+func runtimeVerbs(calls string) (map[string]int, int) {
+	data, _ := os.ReadFile(calls)
+	verbs, total := map[string]int{}, 0
+	withValue := map[string]bool{"--root": true, "--log": true, "--log-format": true, "--criu": true, "--rootless": true}
+	for _, l := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+		f := strings.Fields(l)
+		for i := 0; i < len(f); i++ {
+			if withValue[f[i]] {
+				i++
+				continue
+			}
+			if !strings.HasPrefix(f[i], "-") {
+				verbs[f[i]]++
+				total++
+				break
+			}
+		}
+	}
+	return verbs, total
 }
 
 // criTools builds or finds crictl, containerd 2.4 and CRI-O 1.34 (hack/e2e/tools.sh)
@@ -152,12 +180,14 @@ func runCRIDaemon(o options, repo, dir, stateRoot, shimBin, noopBin, kind, scrip
 		real = map[string]string{"runc": filepath.Join(ddir, "runc-oomclamp"), "crun": filepath.Join(ddir, "crun-oomclamp")}
 	}
 	var handlers []string
+	wrappers := map[string]string{}
 	for _, rt := range []string{"runc", "crun"} {
 		w, _, err := shimWrapper(filepath.Join(dir, "shim-"+rt), shimBin, real[rt], filepath.Join(stateRoot, "cri-"+kind+"-"+rt), "")
 		if err != nil {
 			return nil, err
 		}
 		handlers = append(handlers, "userns-shim-"+rt+"="+w)
+		wrappers["userns-shim-"+rt] = w
 	}
 	// The floor of any Go exec wrapper behind the same kind of script.
 	noop, err := envWrapper(filepath.Join(dir, "noop-runc"), "NOOP_WRAPPER_RUNTIME", real["runc"], noopBin)
@@ -165,6 +195,7 @@ func runCRIDaemon(o options, repo, dir, stateRoot, shimBin, noopBin, kind, scrip
 		return nil, err
 	}
 	handlers = append(handlers, "noop-runc="+noop)
+	wrappers["noop-runc"] = noop
 	env := []string{"SHIM_HANDLERS=" + strings.Join(handlers, " ")}
 	for _, k := range []string{"CRICTL", "CRITEST", "CONTAINERD", "CONTAINERD_SHIM", "CTR", "CRIO", "PINNS", "E2E_BIN"} {
 		env = append(env, k+"="+tools[k])
@@ -230,6 +261,9 @@ func runCRIDaemon(o options, repo, dir, stateRoot, shimBin, noopBin, kind, scrip
 			}
 		}
 	}
+	for _, v := range d.vs {
+		v.wrapper = wrappers[v.handler]
+	}
 	podsDir := filepath.Join(dir, "pods")
 	cycle := func(v *criVariant, check bool) (s sample, err error) {
 		v.seq++
@@ -267,6 +301,13 @@ func runCRIDaemon(o options, repo, dir, stateRoot, shimBin, noopBin, kind, scrip
 			return s, err
 		}
 		var pod, cid string
+		counting := check && v.wrapper != ""
+		if counting {
+			os.Remove(v.wrapper + ".calls")
+			if err := os.WriteFile(v.wrapper+".count-on", nil, 0o644); err != nil {
+				return s, err
+			}
+		}
 		defer func() {
 			if err != nil && pod != "" {
 				crictl("rmp", "-f", pod) //nolint:errcheck // best effort after a failure
@@ -288,6 +329,21 @@ func runCRIDaemon(o options, repo, dir, stateRoot, shimBin, noopBin, kind, scrip
 			return s, err
 		}
 		s.wait = time.Since(t).Seconds()
+		if counting {
+			os.Remove(v.wrapper + ".count-on")
+			verbs, total := runtimeVerbs(v.wrapper + ".calls")
+			var parts []string
+			for _, k := range []string{"create", "start", "state", "features", "--version"} {
+				if verbs[k] > 0 {
+					parts = append(parts, fmt.Sprintf("%s %d", k, verbs[k]))
+					delete(verbs, k)
+				}
+			}
+			for k, n := range verbs {
+				parts = append(parts, fmt.Sprintf("%s %d", k, n))
+			}
+			v.calls = fmt.Sprintf("%d (%s)", total, strings.Join(parts, ", "))
+		}
 		if check {
 			if err := criCheckUserns(crictl, cid, v.userns); err != nil {
 				return s, err
@@ -402,21 +458,22 @@ func (r *criResult) render(rng *rand.Rand) string {
 	p("Each daemon is private and started by the end-to-end tests' own script (`hack/e2e/containerd2.sh`, `hack/e2e/crio.sh`: bridge CNI, cgroupfs, its state in the bench's work dir), with the handlers `runc`, `crun` (Debian's crun 1.8.1 behind `hack/crun-hybrid`) and `userns-shim-runc`, `userns-shim-crun` (the shim, by a two-line sh wrapper that names its config, in passthrough mode, over the same runtime the daemon's own handler calls). ")
 	p("A pod: `crictl runp` + `create` + `start` of a busybox `sleep 3600` container (**pod start**), then `stop -t 0` + `rm` + `stopp` + `rmp` (**teardown**), each a crictl process. ")
 	p("**+userns** pods are `hostUsers: false`: `userns_options` (mode POD, 0 → %d, %d IDs) in the pod and container configs, so the mapping comes from the CRI runtime. ", criHostID, benchSize)
-	p("One untimed pod per variant first, checked from the host (`/proc/<pid>/uid_map`); then %d rounds after %d warm-up rounds, every working variant once a round, shuffled. Median [p25 – p75], ms; ratios of medians with a 95%% bootstrap interval (rounds resampled whole).\n\n", r.rounds, r.warmup)
+	p("One untimed pod per variant first, checked from the host (`/proc/<pid>/uid_map`); then %d rounds after %d warm-up rounds, every working variant once a round, shuffled. Median [p25 – p75], ms; ratios of medians with a 95%% bootstrap interval (rounds resampled whole). ", r.rounds, r.warmup)
+	p("Runtime calls: what the handler's wrapper script saw during the checked pod's runp+create+start, by subcommand; each call through a wrapper pays the wrapper's start-up once more (the sh script and Go's runtime start; the noop-runc row is that floor without the shim's work).\n\n")
 	for _, d := range r.daemons {
 		p("### %s", d.title)
 		if d.version != "" {
 			p(" (%s)", d.version)
 		}
-		p("\n\n| variant | pod start ms | runp | create | start | teardown ms |\n|---|---|---|---|---|---|\n")
+		p("\n\n| variant | pod start ms | runp | create | start | teardown ms | runtime calls during one pod start |\n|---|---|---|---|---|---|---|\n")
 		for _, v := range d.vs {
 			if v.err != "" {
-				p("| %s | does not work: %s | | | | |\n", v.name, mdCell(criReason(v.err)))
+				p("| %s | does not work: %s | | | | | |\n", v.name, mdCell(criReason(v.err)))
 				continue
 			}
 			ss := d.samples[v.name]
-			p("| %s | %s | %s | %s | %s | %s |\n", v.name, spread(metric(ss, podStart)), spread(metric(ss, func(s sample) float64 { return s.create })),
-				spread(metric(ss, func(s sample) float64 { return s.start })), spread(metric(ss, func(s sample) float64 { return s.wait })), spread(metric(ss, podStop)))
+			p("| %s | %s | %s | %s | %s | %s | %s |\n", v.name, spread(metric(ss, podStart)), spread(metric(ss, func(s sample) float64 { return s.create })),
+				spread(metric(ss, func(s sample) float64 { return s.start })), spread(metric(ss, func(s sample) float64 { return s.wait })), spread(metric(ss, podStop)), v.calls)
 		}
 		p("\n| comparison | pod start ratio | teardown ratio |\n|---|---|---|\n")
 		for _, rt := range []string{"runc", "crun"} {
@@ -434,18 +491,13 @@ func (r *criResult) render(rng *rand.Rand) string {
 	return b.String()
 }
 
-// ratio is median f of a over median f of b, with its bootstrap interval;
-// ok is false when either did not run.
+// ratio is medianRatio of a and b; ok is false when either did not run.
 func (d *criDaemonResult) ratio(rng *rand.Rand, a, b string, f func(sample) float64) (ratio, lo, hi float64, ok bool) {
 	if len(d.samples[a]) == 0 || len(d.samples[b]) == 0 {
 		return 0, 0, 0, false
 	}
-	stat := func(m map[string][]sample) float64 {
-		return quantile(metric(m[a], f), .5) / quantile(metric(m[b], f), .5)
-	}
-	set := map[string][]sample{a: d.samples[a], b: d.samples[b]}
-	lo, hi = bootstrap(rng, set, stat)
-	return stat(set), lo, hi, true
+	ratio, lo, hi = medianRatio(rng, d.samples, a, b, f)
+	return ratio, lo, hi, true
 }
 
 func (r *criResult) targetRows(rng *rand.Rand) string {

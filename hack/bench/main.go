@@ -1452,6 +1452,17 @@ func bootstrap(rng *rand.Rand, set map[string][]sample, stat func(map[string][]s
 	return quantile(stats, .025), quantile(stats, .975)
 }
 
+// medianRatio is the median of f over set[a] ÷ that over set[b], with its
+// 95% bootstrap interval (rounds resampled whole, so pairs stay paired).
+func medianRatio(rng *rand.Rand, set map[string][]sample, a, b string, f func(sample) float64) (ratio, lo, hi float64) {
+	stat := func(m map[string][]sample) float64 {
+		return quantile(metric(m[a], f), .5) / quantile(metric(m[b], f), .5)
+	}
+	two := map[string][]sample{a: set[a], b: set[b]}
+	lo, hi = bootstrap(rng, two, stat)
+	return stat(two), lo, hi
+}
+
 func verdict(ok bool) string {
 	if ok {
 		return "PASS"

@@ -236,12 +236,7 @@ func podmanPairs(rt string) [][3]string {
 }
 
 func (r *podmanResult) ratio(rng *rand.Rand, a, b string) (ratio, lo, hi float64) {
-	stat := func(m map[string][]sample) float64 {
-		return quantile(metric(m[a], createOf), .5) / quantile(metric(m[b], createOf), .5)
-	}
-	set := map[string][]sample{a: r.samples[a], b: r.samples[b]}
-	lo, hi = bootstrap(rng, set, stat)
-	return stat(set), lo, hi
+	return medianRatio(rng, r.samples, a, b, createOf)
 }
 
 func (r *podmanResult) render(rng *rand.Rand) string {

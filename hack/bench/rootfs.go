@@ -105,8 +105,12 @@ func runRootfs(o options, mk *maker, sd *specDoc, repo, dir, rootfs, rtPath, shi
 	}
 	inodes := total + total/4 + 20000
 	if o.pmGrowthN > 0 {
-		// podman's image layers, and a chowned copy per fallback run.
-		inodes += total * (1 + o.pmCopyN)
+		// podman's image layers, in a second store too for the fallback,
+		// and a chowned copy per fallback run.
+		inodes += total
+		if o.pmCopyN > 0 {
+			inodes += total * (1 + o.pmCopyN)
+		}
 	}
 	f, err := os.Create(img)
 	if err != nil {
