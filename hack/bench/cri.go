@@ -21,9 +21,11 @@ const (
 
 // criKinds are the CRI runtimes of the cri part, with the hack/e2e script
 // that starts each (the end-to-end tests' own).
-var criKinds = []struct{ kind, script, title string }{
-	{"containerd2", "containerd2.sh", "containerd 2.4"},
-	{"crio", "crio.sh", "CRI-O 1.34"},
+// Each gets a CNI bridge and subnet of its own, apart from the e2e tests'
+// (which may run at the same time).
+var criKinds = []struct{ kind, script, title, bridge, subnet string }{
+	{"containerd2", "containerd2.sh", "containerd 2.4", "bench-ctrd2", "10.99.12.0/24"},
+	{"crio", "crio.sh", "CRI-O 1.34", "bench-crio", "10.99.13.0/24"},
 }
 
 // criVariant is one handler with or without hostUsers:false.
@@ -157,7 +159,8 @@ func runCRI(o options, repo, dir, stateRoot, shimBin, noopBin string, rng *rand.
 		return r, nil
 	}
 	for _, k := range criKinds {
-		d, err := runCRIDaemon(o, repo, filepath.Join(dir, "cri-"+k.kind), stateRoot, shimBin, noopBin, k.kind, k.script, k.title, tools, images, rng, sigs)
+		net := []string{"CNI_BRIDGE=" + k.bridge, "CNI_SUBNET=" + k.subnet}
+		d, err := runCRIDaemon(o, repo, filepath.Join(dir, "cri-"+k.kind), stateRoot, shimBin, noopBin, k.kind, k.script, k.title, net, tools, images, rng, sigs)
 		if err != nil {
 			return nil, err
 		}
@@ -166,7 +169,7 @@ func runCRI(o options, repo, dir, stateRoot, shimBin, noopBin string, rng *rand.
 	return r, nil
 }
 
-func runCRIDaemon(o options, repo, dir, stateRoot, shimBin, noopBin, kind, script, title string, tools, images map[string]string,
+func runCRIDaemon(o options, repo, dir, stateRoot, shimBin, noopBin, kind, script, title string, net []string, tools, images map[string]string,
 	rng *rand.Rand, sigs chan os.Signal) (_ *criDaemonResult, retErr error) {
 	d := &criDaemonResult{kind: kind, title: title, samples: map[string][]sample{}}
 	ddir := filepath.Join(dir, "d")
@@ -196,7 +199,7 @@ func runCRIDaemon(o options, repo, dir, stateRoot, shimBin, noopBin, kind, scrip
 	}
 	handlers = append(handlers, "noop-runc="+noop)
 	wrappers["noop-runc"] = noop
-	env := []string{"SHIM_HANDLERS=" + strings.Join(handlers, " ")}
+	env := append([]string{"SHIM_HANDLERS=" + strings.Join(handlers, " ")}, net...)
 	for _, k := range []string{"CRICTL", "CRITEST", "CONTAINERD", "CONTAINERD_SHIM", "CTR", "CRIO", "PINNS", "E2E_BIN"} {
 		env = append(env, k+"="+tools[k])
 	}
