@@ -568,6 +568,27 @@ func rfHostileCases() []rfCase {
 			s.Annotations["io.kubernetes.cri.sandbox-id"] = "../../run"
 		}), want: `pod sandbox ID "../../run" is not a valid ID`},
 
+		// --- namespaces the table above leaves out ---
+		{name: "no pid namespace entry", setup: rfEdit(func(s *specs.Spec) {
+			rfSetAnnotations(s, rfGood, "")
+			rfDropNamespace(s, specs.PIDNamespace)
+		}), want: `shares the host's pid namespace (no "pid" entry`},
+		{name: "user namespace path that is no namespace", setup: rfEdit(func(s *specs.Spec) {
+			rfSetNamespace(s, specs.UserNamespace, "/etc/passwd")
+		}), want: "user namespace /etc/passwd is joined by path but config.json has no uidMappings"},
+		{name: "user namespace path that is no namespace, with mappings", setup: rfEdit(func(s *specs.Spec) {
+			rfSetNamespace(s, specs.UserNamespace, "/etc/passwd")
+			s.Linux.UIDMappings, s.Linux.GIDMappings = rfRanges(rfGood), rfRanges(rfGood)
+		}), want: "user namespace path: /etc/passwd is not a namespace"},
+		{name: "network namespace path that is no namespace", setup: rfEdit(func(s *specs.Spec) {
+			rfSetAnnotations(s, rfGood, "")
+			rfSetNamespace(s, specs.NetworkNamespace, "/etc/passwd")
+		}), want: "network namespace path /etc/passwd: /etc/passwd is not a namespace"},
+		{name: "pid namespace path to a network namespace", setup: rfEdit(func(s *specs.Spec) {
+			rfSetAnnotations(s, rfGood, "")
+			rfSetNamespace(s, specs.PIDNamespace, fmt.Sprintf("/proc/%d/ns/net", os.Getpid()))
+		}), want: "is a network namespace, not a pid namespace"},
+
 		// --- process IDs outside the mapping, from every source ---
 		{name: "process uid one past the range", setup: rfEdit(func(s *specs.Spec) {
 			rfSetAnnotations(s, rfGood, "")

@@ -41,6 +41,14 @@ func IsHostNamespace(t specs.LinuxNamespaceType, path string) (bool, error) {
 	if err := unix.Stat(path, &st); err != nil {
 		return false, &os.PathError{Op: "stat", Path: path, Err: err}
 	}
+	// A namespace file is a regular file on nsfs; anything else (a device,
+	// whose open may have effects) is refused without being opened.
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return false, fmt.Errorf("%s is not a namespace (not even a regular file)", path)
+	}
+	if err := checkType(t, path); err != nil {
+		return false, err
+	}
 	for _, ref := range []string{"/proc/self/ns/" + name, "/proc/1/ns/" + name} {
 		var host unix.Stat_t
 		if err := unix.Stat(ref, &host); err != nil {
@@ -54,6 +62,37 @@ func IsHostNamespace(t specs.LinuxNamespaceType, path string) (bool, error) {
 		}
 	}
 	return false, nil
+}
+
+// cloneFlags are the namespace types as ioctl NS_GET_NSTYPE names them.
+var cloneFlags = map[specs.LinuxNamespaceType]int{
+	specs.NetworkNamespace: unix.CLONE_NEWNET, specs.PIDNamespace: unix.CLONE_NEWPID, specs.IPCNamespace: unix.CLONE_NEWIPC,
+	specs.UserNamespace: unix.CLONE_NEWUSER, specs.UTSNamespace: unix.CLONE_NEWUTS, specs.MountNamespace: unix.CLONE_NEWNS,
+	specs.CgroupNamespace: unix.CLONE_NEWCGROUP, specs.TimeNamespace: unix.CLONE_NEWTIME,
+}
+
+// checkType refuses a path that is not a namespace of type t: a file that
+// is no namespace at all, or one of another type. Either would make the
+// host check above meaningless.
+func checkType(t specs.LinuxNamespaceType, path string) error {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOCTTY, 0)
+	if err != nil {
+		return &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	defer unix.Close(fd)
+	got, err := unix.IoctlRetInt(fd, unix.NS_GET_NSTYPE)
+	if err != nil {
+		return fmt.Errorf("%s is not a namespace: %w", path, &os.PathError{Op: "ioctl NS_GET_NSTYPE", Path: path, Err: err})
+	}
+	if got != cloneFlags[t] {
+		for other, flag := range cloneFlags {
+			if flag == got {
+				return fmt.Errorf("%s is a %s namespace, not a %s namespace", path, other, t)
+			}
+		}
+		return fmt.Errorf("%s is not a %s namespace (type %#x)", path, t, got)
+	}
+	return nil
 }
 
 // ProcOfUserNS returns the /proc/<pid> directory of a /proc/<pid>/ns/user
