@@ -4,6 +4,7 @@
 package mapping
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -46,10 +47,12 @@ func rangesEqual(a, b []specs.LinuxIDMapping) bool {
 	return slices.Equal(sorted(a), sorted(b))
 }
 
+// sorted orders by every field: ranges with the same container ID (an
+// invalid mapping, but Equal still compares them) must not keep their order.
 func sorted(r []specs.LinuxIDMapping) []specs.LinuxIDMapping {
 	out := slices.Clone(r)
 	slices.SortFunc(out, func(x, y specs.LinuxIDMapping) int {
-		return int(int64(x.ContainerID) - int64(y.ContainerID))
+		return cmp.Or(cmp.Compare(x.ContainerID, y.ContainerID), cmp.Compare(x.HostID, y.HostID), cmp.Compare(x.Size, y.Size))
 	})
 	return out
 }

@@ -1,6 +1,7 @@
 package mapping
 
 import (
+	"slices"
 	"testing"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -71,6 +72,28 @@ func TestFromAnnotations(t *testing.T) {
 	_, found, err = FromAnnotations(map[string]string{AnnotationUIDMappings: "garbage"})
 	assert.True(t, found)
 	require.ErrorContains(t, err, AnnotationUIDMappings)
+}
+
+func TestEqual(t *testing.T) {
+	a, b, c := r(0, 65536, 65536), r(0, 131072, 65536), r(65536, 196608, 65536)
+	tests := []struct {
+		name string
+		x, y []specs.LinuxIDMapping
+		want bool
+	}{
+		{"same", []specs.LinuxIDMapping{a, c}, []specs.LinuxIDMapping{a, c}, true},
+		{"order", []specs.LinuxIDMapping{a, c}, []specs.LinuxIDMapping{c, a}, true},
+		// FuzzFromAnnotations: ranges with the same container ID kept
+		// their order, so a reordered copy did not equal itself.
+		{"same container ID, reordered", []specs.LinuxIDMapping{a, b}, []specs.LinuxIDMapping{b, a}, true},
+		{"different", []specs.LinuxIDMapping{a}, []specs.LinuxIDMapping{b}, false},
+		{"subset", []specs.LinuxIDMapping{a}, []specs.LinuxIDMapping{a, c}, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			assert.Equal(t, tc.want, Mapping{UIDs: tc.x, GIDs: tc.x}.Equal(Mapping{UIDs: tc.y, GIDs: tc.y}))
+		})
+	}
 }
 
 func TestParseKubeletRecord(t *testing.T) {
@@ -168,8 +191,15 @@ func TestValidateProcessUser(t *testing.T) {
 	assert.NotContains(t, err.Error(), "additionalGids 1 ")
 }
 
+// FuzzParseRanges: a mapping annotation parses to what it says (String
+// gives it back), and Validate under the default rules accepts exactly the
+// mappings the rules describe, checked longhand by checkLonghand.
 func FuzzParseRanges(f *testing.F) {
-	for _, s := range []string{"0:65536:65536", "0:1:2,3:4:5", "", "a:b:c", "0:4294967295:4294967295"} {
+	for _, s := range []string{
+		"0:65536:65536", "0:1:2,3:4:5", "", "a:b:c", "0:4294967295:4294967295",
+		"0:131072:65536,65536:262144:65536", "0:4294836224:65536", "0:4294901760:65536", " 0:65536:65536 ,65536:65536:65536",
+		"+0:65536:65536", "00:065536:65536",
+	} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
@@ -177,18 +207,141 @@ func FuzzParseRanges(f *testing.F) {
 		if err != nil {
 			return
 		}
-		m := Mapping{UIDs: rs, GIDs: rs}
-		if Validate(m, DefaultRules()) != nil {
+		if len(rs) == 0 || len(rs) > maxRanges {
+			t.Fatalf("%d ranges parsed", len(rs))
+		}
+		if back, err := ParseRanges(String(rs)); err != nil || !slices.Equal(back, rs) {
+			t.Fatalf("%q parsed as %v, which reads back as %v (%v)", s, rs, back, err)
+		}
+		checkValidate(t, Mapping{UIDs: rs, GIDs: rs}, DefaultRules())
+	})
+}
+
+// FuzzFromAnnotations: whatever the two mapping annotations say (either may
+// be absent), a mapping that validates, under the default rules or fuzzed
+// ones as a config may set them, keeps to them.
+func FuzzFromAnnotations(f *testing.F) {
+	f.Add("0:65536:65536", "0:65536:65536", uint8(3), uint32(0), uint32(0))
+	f.Add("0:65536:65536", "", uint8(1), uint32(0), uint32(0))
+	f.Add("", "0:131072:65536,65536:262144:65536", uint8(2), uint32(0), uint32(0))
+	f.Add("0:65536:65536", "0:131072:65536", uint8(3), uint32(0), uint32(0))
+	f.Add("0:1000:100000", "0:1000:100000", uint8(7), uint32(1000), uint32(1))
+	f.Add("garbage", "0:65536:65536", uint8(3), uint32(0), uint32(0))
+	f.Fuzz(func(t *testing.T, u, g string, which uint8, minHost, multiple uint32) {
+		ann := map[string]string{"other": "x"}
+		if which&1 != 0 {
+			ann[AnnotationUIDMappings] = u
+		}
+		if which&2 != 0 {
+			ann[AnnotationGIDMappings] = g
+		}
+		rules := DefaultRules()
+		if which&4 != 0 {
+			// config.Validate refuses zero for either.
+			rules = Rules{MinHostID: max(minHost, 1), SizeMultiple: max(multiple, 1)}
+		}
+		m, found, err := FromAnnotations(ann)
+		if found != (which&3 != 0) {
+			t.Fatalf("found = %v with annotations %v", found, ann)
+		}
+		if err != nil || !found {
 			return
 		}
-		// Whatever validates never maps onto the host's IDs nor wraps.
+		if len(m.UIDs) == 0 || len(m.GIDs) == 0 {
+			t.Fatalf("a side of the mapping is empty: %+v", m)
+		}
+		if which&3 != 3 && !slices.Equal(m.UIDs, m.GIDs) {
+			t.Fatalf("one annotation alone gives uids %v, gids %v", m.UIDs, m.GIDs)
+		}
+		if !m.Equal(Mapping{UIDs: reversed(m.UIDs), GIDs: reversed(m.GIDs)}) {
+			t.Fatalf("range order changes Equal: %+v", m)
+		}
+		checkValidate(t, m, rules)
+	})
+}
+
+func reversed(rs []specs.LinuxIDMapping) []specs.LinuxIDMapping {
+	out := slices.Clone(rs)
+	slices.Reverse(out)
+	return out
+}
+
+// checkValidate: Validate accepts m exactly when checkLonghand finds no
+// broken rule, and what it accepts maps every container ID it maps onto
+// host IDs at or above the minimum.
+func checkValidate(t *testing.T, m Mapping, r Rules) {
+	t.Helper()
+	err := Validate(m, r)
+	if why := checkLonghand(m, r); (err == nil) != (why == "") {
+		t.Fatalf("Validate(%s / %s) = %v, but longhand: %q", String(m.UIDs), String(m.GIDs), err, why)
+	}
+	if err != nil {
+		return
+	}
+	for _, rs := range [][]specs.LinuxIDMapping{m.UIDs, m.GIDs} {
+		if h, ok := HostOf(rs, 0); !ok || h < r.MinHostID {
+			t.Fatalf("container 0 maps to host %d (%v)", h, ok)
+		}
 		for _, x := range rs {
-			if x.HostID < 65536 || uint64(x.HostID)+uint64(x.Size) > 1<<32-1 || x.Size == 0 {
-				t.Fatalf("validated a mapping onto host IDs: %+v", x)
+			last := x.ContainerID + (x.Size - 1)
+			if h, ok := HostOf(rs, last); !ok || h != x.HostID+(x.Size-1) || h < r.MinHostID {
+				t.Fatalf("container %d maps to host %d, want %d", last, h, x.HostID+(x.Size-1))
 			}
 		}
-		if !Contains(rs, 0) {
-			t.Fatalf("validated a mapping without container 0: %v", rs)
+	}
+}
+
+// checkLonghand says which rule m breaks, pair by pair, apart from
+// Validate's own code: "" when none.
+func checkLonghand(m Mapping, r Rules) string {
+	if !sameSet(m.UIDs, m.GIDs) {
+		return "uids differ from gids"
+	}
+	for _, rs := range [][]specs.LinuxIDMapping{m.UIDs, m.GIDs} {
+		if len(rs) == 0 {
+			return "empty"
 		}
-	})
+		root := false
+		for i, x := range rs {
+			switch {
+			case x.Size == 0 || x.Size%r.SizeMultiple != 0:
+				return "size"
+			case x.HostID < r.MinHostID:
+				return "host IDs of the host"
+			case uint64(x.HostID)+uint64(x.Size) >= 1<<32-1+1, uint64(x.ContainerID)+uint64(x.Size) >= 1<<32-1+1:
+				return "reaches 4294967295"
+			}
+			root = root || x.ContainerID == 0
+			for _, y := range rs[:i] {
+				if overlap(x.HostID, y.HostID, x.Size, y.Size) || overlap(x.ContainerID, y.ContainerID, x.Size, y.Size) {
+					return "overlap"
+				}
+			}
+		}
+		if !root {
+			return "container 0 unmapped"
+		}
+	}
+	return ""
+}
+
+func overlap(a, b, na, nb uint32) bool {
+	return uint64(a) < uint64(b)+uint64(nb) && uint64(b) < uint64(a)+uint64(na)
+}
+
+func sameSet(a, b []specs.LinuxIDMapping) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for _, x := range a {
+		if !slices.Contains(b, x) {
+			return false
+		}
+	}
+	for _, x := range b {
+		if !slices.Contains(a, x) {
+			return false
+		}
+	}
+	return true
 }
