@@ -214,6 +214,9 @@ func kpRun(t *testing.T, rt Runtime, bin, mode string, role kpRole, pt kpPoint, 
 	pdWaitSettled(t, e) // a held runtime create runs on to its end
 	kpRequireConfig(t, e, vb, orig, pt.rewrite, role.overlay, sandbox, victim, want)
 	killed := pdTakeInventory(t, e)
+	if pt.created {
+		kpRequireRetryRefused(t, e, vb, victim, killed)
+	}
 
 	// What a CRI runtime does after a failed create: delete, forced, the
 	// container it may or may not have; then the node's periodic gc.
@@ -272,6 +275,31 @@ func kpRun(t *testing.T, rt Runtime, bin, mode string, role kpRole, pt kpPoint, 
 	}
 	pdRequireStateClean(t, e)
 	imRequireNoStaging(t, e, "after the retried containers were deleted")
+}
+
+// kpRequireRetryRefused: a create retried without a delete, of a container
+// the runtime made before the shim was killed, fails (it exists) and
+// changes nothing: the live container keeps its record, its pod's range and
+// pin, and config.json.
+func kpRequireRetryRefused(t *testing.T, e *Env, b *Bundle, id string, before pdInventory) {
+	t.Helper()
+	config := b.Raw(t)
+	r := lcShim(e, "create", "--bundle", b.Dir, id)
+	if r.Code == 0 {
+		t.Fatalf("create %s again while the runtime has it: exit 0", id)
+	}
+	t.Logf("create %s again while the runtime has it: exit %d: %s", id, r.Code, strings.TrimSpace(r.Stderr))
+	// Its lock file goes, as with every refusal: it is no state of the
+	// container (the create that made the container released its lock).
+	after := pdTakeInventory(t, e)
+	before.Locks, after.Locks = nil, nil
+	if !reflect.DeepEqual(before, after) {
+		t.Errorf("a refused create of the existing %s changed the state:\nbefore:%s\nafter:%s", id, before, after)
+	}
+	if !bytes.Equal(config, b.Raw(t)) {
+		t.Errorf("a refused create of the existing %s changed config.json", id)
+	}
+	lcRequireStatus(t, e, id, specs.StateCreated)
 }
 
 // kpNewVolumes makes n volumes: n-1 directories on the root ext4 and a

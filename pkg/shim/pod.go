@@ -35,6 +35,14 @@ func shimMakesUserNS(source mapping.Source) bool {
 // Nothing is written when it fails.
 func (s *Shim) joinPod(sp *specs.Spec, pod spec.Pod, src Sources, users *nsexec.UserNSCache, prefer uint32) (d Decision, p *state.Pod, err error) {
 	id := s.Inv.ContainerID
+	// A create of a container the runtime already has (one retried after a
+	// create killed once the runtime had made it) would fail in the runtime,
+	// and that failure would take the live container's record, its staging
+	// and its place in the pod, freeing the pod's range and pin while it
+	// runs. Refused first; the runtime is asked only when there is a record.
+	if s.State.Has(id) && s.runtimeKnows(id) {
+		return d, nil, errors.New("the runtime already has a container with this ID: delete it before creating it again")
+	}
 	var pinned string
 	err = s.State.UpdatePods(func(r *state.Registry) error {
 		existing := r.Pods[pod.ID]
