@@ -64,10 +64,17 @@ bench:
 	@hack/bench/install-deps.sh
 	$(GO) run ./hack/bench -o docs/benchmarks.md $(BENCH_FLAGS)
 
+# Each fuzz target (package:Target) in turn, FUZZTIME each, one worker: the
+# inputs it finds stay in the Go build cache; make unit runs the seeds kept
+# in each package's testdata/fuzz.
+FUZZTIME ?= 60s
+FUZZ_TARGETS := runcargs:FuzzParse mapping:FuzzParseRanges mapping:FuzzFromAnnotations spec:FuzzEncode shim:FuzzRewrite
+
 fuzz:
-	$(GO) test -run '^$$' -fuzz FuzzParse$$ -fuzztime 60s ./pkg/runcargs/
-	$(GO) test -run '^$$' -fuzz FuzzParseRanges -fuzztime 60s ./pkg/mapping/
-	$(GO) test -run '^$$' -fuzz FuzzEncode -fuzztime 60s ./pkg/spec/
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		echo "fuzz $$t for $(FUZZTIME)"; \
+		$(GO) test -run '^$$' -fuzz "^$${t#*:}$$" -fuzztime $(FUZZTIME) -parallel 1 ./pkg/$${t%%:*}/; \
+	done
 
 install: build
 	install -D -m 0755 $(BIN) $(DESTDIR)/usr/local/bin/userns-shim
