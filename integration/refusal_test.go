@@ -663,9 +663,15 @@ func rfHostileCases() []rfCase {
 			return c.kubelet + "/pods/" + rel
 		})), want: "mount /data (host source ", notWant: `volume "`},
 
+		// Refused after the pod's range was allocated and its user
+		// namespace pinned: both must go again.
+		{name: "symlinked rootfs in mode allocate", toml: "mode = \"allocate\"\n[allocate]\nstart = 2147483648\nlength = 655360\nids_per_pod = 65536\n",
+			setup: rfSteps(rfRootfsLink(func(rfCtx) string { return "rootfs" }), rfEdit(func(s *specs.Spec) { s.Annotations = nil })),
+			want: "rootfs-link: it is a symlink"},
+
 		// --- the rootfs ---
-		{name: "rootfs that is a symlink", setup: rfRootfsLink(func(c rfCtx) string { return "rootfs" }), want: "rootfs-link is a symlink"},
-		{name: "rootfs that is a symlink to the host's /", setup: rfRootfsLink(rfPath("/")), want: "rootfs-link is a symlink"},
+		{name: "rootfs that is a symlink", setup: rfRootfsLink(func(c rfCtx) string { return "rootfs" }), want: "rootfs-link: it is a symlink"},
+		{name: "rootfs that is a symlink to the host's /", setup: rfRootfsLink(rfPath("/")), want: "rootfs-link: it is a symlink"},
 	}
 }
 

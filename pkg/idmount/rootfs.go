@@ -113,7 +113,8 @@ func PrepareRootfs(path string, userns *os.File, m mapping.Mapping, stagingDir s
 		return nil, fmt.Errorf("rootfs: %w", &os.PathError{Op: "lstat", Path: path, Err: err})
 	}
 	if lst.Mode&unix.S_IFMT == unix.S_IFLNK {
-		return nil, fmt.Errorf("rootfs %s is a symlink: the shim will not ID-map a path that may lead elsewhere; point root.path at the real directory", path)
+		// The caller names the rootfs: "rootfs <path>: it is a symlink".
+		return nil, errors.New("it is a symlink: the shim will not ID-map a path that may lead elsewhere; point root.path at the real directory")
 	}
 	resolved, err := filepath.EvalSymlinks(path)
 	if err != nil {
