@@ -667,7 +667,7 @@ func rfHostileCases() []rfCase {
 		// namespace pinned: both must go again.
 		{name: "symlinked rootfs in mode allocate", toml: "mode = \"allocate\"\n[allocate]\nstart = 2147483648\nlength = 655360\nids_per_pod = 65536\n",
 			setup: rfSteps(rfRootfsLink(func(rfCtx) string { return "rootfs" }), rfEdit(func(s *specs.Spec) { s.Annotations = nil })),
-			want: "rootfs-link: it is a symlink"},
+			want:  "rootfs-link: it is a symlink"},
 
 		// --- the rootfs ---
 		{name: "rootfs that is a symlink", setup: rfRootfsLink(func(c rfCtx) string { return "rootfs" }), want: "rootfs-link: it is a symlink"},
