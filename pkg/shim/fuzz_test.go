@@ -57,6 +57,12 @@ func FuzzRewrite(f *testing.F) {
 			"", "", "", optIDMapRT},
 		{`{"process":{"args":["sh"]},"linux":{"namespaces":[{"type":"pid"},{"type":"network"},{"type":"ipc"},{"type":"user","path":"/proc/42/ns/user"}]}}`, "", "", "", 1},
 		{`{"process":{"args":["sh"]},` + ns + `}`, "", "", "", 2},
+		{`{"process":{"args":["sh"]},"annotations":{"io.kubernetes.cri.sandbox-uid":"p0","io.kubernetes.cri.sandbox-id":"s1","io.kubernetes.cri.container-type":"container"},` + ns + `}`, "", "", "", 1},
+		// A config.json the shim rewrote before (podman start after stop).
+		{`{"process":{"args":["sh"]},"root":{"path":"/run/userns-shim/staging/ctr/rootfs"},"annotations":{"userns-shim.io/original":"{\"root\":\"rootfs\",\"mounts\":[{\"destination\":\"/v\",\"type\":\"bind\",\"source\":\"/v\"}]}"},"mounts":[{"destination":"/v","type":"bind","source":"/run/userns-shim/staging/ctr/0"}],` + ns + `}`,
+			"0:65536:65536", "", "", optUIDAnn},
+		{`{"process":{"args":["sh"],"user":{"uid":1000,"gid":1000,"additionalGids":[5]}},"mounts":[{"destination":"/etc/hosts","source":"/h","options":["bind","ro"]},{"destination":"/r","type":"bind","source":"/r","options":["rbind","ridmap"]}],` + ns + `,"ociVersion":"1.3.0","linux2":{"a":[1,2]}}`,
+			"0:65536:65536,65536:131072:65536", "", "/r/,/etc/hosts", optUIDAnn | optNoIDMapAnn},
 	}
 	for _, s := range seeds {
 		f.Add([]byte(s.raw), s.uid, s.gid, s.noIDMap, s.opts)
