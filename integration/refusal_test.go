@@ -135,6 +135,26 @@ func rfBindMount(dst, uids string) specs.Mount {
 	}
 }
 
+// rfNamespacePath gives the container the good mapping by annotation and
+// its namespace of type t the path.
+func rfNamespacePath(t specs.LinuxNamespaceType, path string) func(rfCtx) {
+	return rfEdit(func(s *specs.Spec) {
+		rfSetAnnotations(s, rfGood, "")
+		rfSetNamespace(s, t, path)
+	})
+}
+
+// rfUserNamespacePath joins the user namespace at path, with the good
+// mapping listed in the spec when withMappings.
+func rfUserNamespacePath(path string, withMappings bool) func(rfCtx) {
+	return rfEdit(func(s *specs.Spec) {
+		rfSetNamespace(s, specs.UserNamespace, path)
+		if withMappings {
+			s.Linux.UIDMappings, s.Linux.GIDMappings = rfRanges(rfGood), rfRanges(rfGood)
+		}
+	})
+}
+
 // rfKubeletRecord writes the kubelet's userns record for pod uid and names
 // the pod in the spec.
 func rfKubeletRecord(uid, record string) func(rfCtx) {
@@ -213,49 +233,22 @@ func rfCases() []rfCase {
 		}), want: `shares the host's network namespace (no "network" entry`},
 		// /proc/1/ns may be unreadable even for root (an init that may not be
 		// inspected): then the shim cannot tell, and refuses naming the path.
-		{name: "network namespace path is /proc/1/ns/net", setup: rfEdit(func(s *specs.Spec) {
-			rfSetAnnotations(s, rfGood, "")
-			rfSetNamespace(s, specs.NetworkNamespace, "/proc/1/ns/net")
-		}), want: "network namespace path /proc/1/ns/net"},
-		{name: "network namespace path is the host's via /proc/self", setup: rfEdit(func(s *specs.Spec) {
-			rfSetAnnotations(s, rfGood, "")
-			rfSetNamespace(s, specs.NetworkNamespace, "/proc/self/ns/net")
-		}), want: "network namespace path /proc/self/ns/net is the host's"},
-		{name: "ipc namespace path is the host's via /proc/thread-self", setup: rfEdit(func(s *specs.Spec) {
-			rfSetAnnotations(s, rfGood, "")
-			rfSetNamespace(s, specs.IPCNamespace, "/proc/thread-self/ns/ipc")
-		}), want: "ipc namespace path /proc/thread-self/ns/ipc is the host's"},
-		{name: "pid namespace path is the host's via /proc/self", setup: rfEdit(func(s *specs.Spec) {
-			rfSetAnnotations(s, rfGood, "")
-			rfSetNamespace(s, specs.PIDNamespace, "/proc/self/ns/pid")
-		}), want: "pid namespace path /proc/self/ns/pid is the host's"},
+		{name: "network namespace path is /proc/1/ns/net", setup: rfNamespacePath(specs.NetworkNamespace, "/proc/1/ns/net"), want: "network namespace path /proc/1/ns/net"},
+		{name: "network namespace path is the host's via /proc/self", setup: rfNamespacePath(specs.NetworkNamespace, "/proc/self/ns/net"), want: "network namespace path /proc/self/ns/net is the host's"},
+		{name: "ipc namespace path is the host's via /proc/thread-self", setup: rfNamespacePath(specs.IPCNamespace, "/proc/thread-self/ns/ipc"), want: "ipc namespace path /proc/thread-self/ns/ipc is the host's"},
+		{name: "pid namespace path is the host's via /proc/self", setup: rfNamespacePath(specs.PIDNamespace, "/proc/self/ns/pid"), want: "pid namespace path /proc/self/ns/pid is the host's"},
 		{name: "no ipc namespace entry", setup: rfEdit(func(s *specs.Spec) {
 			rfSetAnnotations(s, rfGood, "")
 			rfDropNamespace(s, specs.IPCNamespace)
 		}), want: `shares the host's ipc namespace (no "ipc" entry`},
-		{name: "network namespace path that does not exist", setup: rfEdit(func(s *specs.Spec) {
-			rfSetAnnotations(s, rfGood, "")
-			rfSetNamespace(s, specs.NetworkNamespace, "/nonexistent/ns/net")
-		}), want: "/nonexistent/ns/net"},
-		{name: "user namespace path is /proc/1/ns/user", setup: rfEdit(func(s *specs.Spec) {
-			rfSetNamespace(s, specs.UserNamespace, "/proc/1/ns/user")
-		}), want: "/proc/1/ns/user"},
-		{name: "user namespace path is /proc/1/ns/user, with mappings", setup: rfEdit(func(s *specs.Spec) {
-			rfSetNamespace(s, specs.UserNamespace, "/proc/1/ns/user")
-			s.Linux.UIDMappings, s.Linux.GIDMappings = rfRanges(rfGood), rfRanges(rfGood)
-		}), want: "/proc/1/ns/user"},
+		{name: "network namespace path that does not exist", setup: rfNamespacePath(specs.NetworkNamespace, "/nonexistent/ns/net"), want: "/nonexistent/ns/net"},
+		{name: "user namespace path is /proc/1/ns/user", setup: rfUserNamespacePath("/proc/1/ns/user", false), want: "/proc/1/ns/user"},
+		{name: "user namespace path is /proc/1/ns/user, with mappings", setup: rfUserNamespacePath("/proc/1/ns/user", true), want: "/proc/1/ns/user"},
 		// The test process runs in the host's user namespace: its maps are
 		// readable, and its namespace is the shim's own.
-		{name: "user namespace path is the host's via /proc/<test pid>", setup: rfEdit(func(s *specs.Spec) {
-			rfSetNamespace(s, specs.UserNamespace, fmt.Sprintf("/proc/%d/ns/user", os.Getpid()))
-		}), want: fmt.Sprintf("user namespace path /proc/%d/ns/user is the host's user namespace", os.Getpid())},
-		{name: "user namespace path is the host's via /proc/self, with mappings", setup: rfEdit(func(s *specs.Spec) {
-			rfSetNamespace(s, specs.UserNamespace, "/proc/self/ns/user")
-			s.Linux.UIDMappings, s.Linux.GIDMappings = rfRanges(rfGood), rfRanges(rfGood)
-		}), want: "user namespace path /proc/self/ns/user is the host's user namespace"},
-		{name: "user namespace path /proc/self/ns/user, no mappings", setup: rfEdit(func(s *specs.Spec) {
-			rfSetNamespace(s, specs.UserNamespace, "/proc/self/ns/user")
-		}), want: "/proc/self/ns/user is the host's user namespace"},
+		{name: "user namespace path is the host's via /proc/<test pid>", setup: rfUserNamespacePath(fmt.Sprintf("/proc/%d/ns/user", os.Getpid()), false), want: fmt.Sprintf("user namespace path /proc/%d/ns/user is the host's user namespace", os.Getpid())},
+		{name: "user namespace path is the host's via /proc/self, with mappings", setup: rfUserNamespacePath("/proc/self/ns/user", true), want: "user namespace path /proc/self/ns/user is the host's user namespace"},
+		{name: "user namespace path /proc/self/ns/user, no mappings", setup: rfUserNamespacePath("/proc/self/ns/user", false), want: "/proc/self/ns/user is the host's user namespace"},
 
 		// --- the other sources are validated too ---
 		{name: "spec mapping breaks a rule", setup: rfEdit(func(s *specs.Spec) {
@@ -573,21 +566,10 @@ func rfHostileCases() []rfCase {
 			rfSetAnnotations(s, rfGood, "")
 			rfDropNamespace(s, specs.PIDNamespace)
 		}), want: `shares the host's pid namespace (no "pid" entry`},
-		{name: "user namespace path that is no namespace", setup: rfEdit(func(s *specs.Spec) {
-			rfSetNamespace(s, specs.UserNamespace, "/etc/passwd")
-		}), want: "user namespace /etc/passwd is joined by path but config.json has no uidMappings"},
-		{name: "user namespace path that is no namespace, with mappings", setup: rfEdit(func(s *specs.Spec) {
-			rfSetNamespace(s, specs.UserNamespace, "/etc/passwd")
-			s.Linux.UIDMappings, s.Linux.GIDMappings = rfRanges(rfGood), rfRanges(rfGood)
-		}), want: "user namespace path: /etc/passwd is not a namespace"},
-		{name: "network namespace path that is no namespace", setup: rfEdit(func(s *specs.Spec) {
-			rfSetAnnotations(s, rfGood, "")
-			rfSetNamespace(s, specs.NetworkNamespace, "/etc/passwd")
-		}), want: "network namespace path /etc/passwd: /etc/passwd is not a namespace"},
-		{name: "pid namespace path to a network namespace", setup: rfEdit(func(s *specs.Spec) {
-			rfSetAnnotations(s, rfGood, "")
-			rfSetNamespace(s, specs.PIDNamespace, fmt.Sprintf("/proc/%d/ns/net", os.Getpid()))
-		}), want: "is a network namespace, not a pid namespace"},
+		{name: "user namespace path that is no namespace", setup: rfUserNamespacePath("/etc/passwd", false), want: "user namespace /etc/passwd is joined by path but config.json has no uidMappings"},
+		{name: "user namespace path that is no namespace, with mappings", setup: rfUserNamespacePath("/etc/passwd", true), want: "user namespace path: /etc/passwd is not a namespace"},
+		{name: "network namespace path that is no namespace", setup: rfNamespacePath(specs.NetworkNamespace, "/etc/passwd"), want: "network namespace path /etc/passwd: /etc/passwd is not a namespace"},
+		{name: "pid namespace path to a network namespace", setup: rfNamespacePath(specs.PIDNamespace, fmt.Sprintf("/proc/%d/ns/net", os.Getpid())), want: "is a network namespace, not a pid namespace"},
 
 		// --- process IDs outside the mapping, from every source ---
 		{name: "process uid one past the range", setup: rfEdit(func(s *specs.Spec) {
