@@ -107,14 +107,18 @@ var kpPoints = []kpPoint{
 	{name: "runtime-create-returned", hold: "after", rewrite: true, created: true},
 }
 
-// kpRole is which container of a pod is killed.
+// kpRole is which container of a pod is killed, and what its caller does next.
 type kpRole struct {
 	name    string
 	app     bool // an app container joining a running sandbox, else the sandbox
 	overlay bool // its rootfs is an overlay, as CRI runtimes hand over, else a directory
+	// direct: the create is retried at once, without gc, and without a
+	// delete unless the runtime has the container (podman starting a
+	// container again by the same ID); gc runs at the end.
+	direct bool
 }
 
-var kpRoles = []kpRole{{name: "sandbox"}, {name: "app", app: true}, {name: "sandbox-overlay", overlay: true}}
+var kpRoles = []kpRole{{name: "sandbox"}, {name: "app", app: true}, {name: "sandbox-overlay", overlay: true}, {name: "sandbox-retry-at-once", direct: true}}
 
 // TestKillPoints: for each runtime, mapping from the allocator or from an
 // annotation, the pod's sandbox (first container: allocation, pin; with a
@@ -224,42 +228,30 @@ func kpRun(t *testing.T, rt Runtime, bin, mode string, role kpRole, pt kpPoint, 
 	if created != pt.created {
 		t.Errorf("after the kill at %s: the runtime has container %s: %v, want %v", pt.name, victim, created, pt.created)
 	}
-	del := lcShim(e, "delete", "--force", victim)
-	if created && del.Code != 0 {
-		t.Errorf("delete --force %s: exit %d: %s", victim, del.Code, del.Stderr)
-	}
-	if role.overlay {
-		// The CRI runtime unmounts the snapshot of a container it gave up.
-		if err := unix.Unmount(layers.Merged, 0); err != nil {
-			t.Errorf("umount the rootfs overlay %s after delete: %v", layers.Merged, err)
+	if role.direct {
+		if created {
+			lcMustShim(e, "delete", "--force", victim)
 		}
-		mountsBefore = slices.DeleteFunc(mountsBefore, func(m string) bool { return m == layers.Merged })
+	} else {
+		kpDeleteAndGC(t, e, victim, created, layers, killed)
+		kpRequireSame(t, "after delete and gc", before, pdTakeInventory(t, e))
+		if role.overlay {
+			mountsBefore = slices.DeleteFunc(mountsBefore, func(m string) bool { return m == layers.Merged })
+		}
+		kpRequireSame(t, "state dir files after delete and gc", filesBefore, kpFiles(t, e.StateDir))
+		kpRequireSame(t, "mounts below "+root+" after delete and gc", mountsBefore, pdMountsUnder(t, root))
+		kpRequireSame(t, "bundle after delete and gc", bundleBefore, kpFiles(t, vb.Dir))
+		if procs := pdShimProcs(e.bin()); len(procs) > 0 {
+			t.Errorf("shim processes left: %v", procs)
+		}
+		t.Logf("host mount count: %d before the create, %d after delete and gc", hostMountsBefore, len(pdMountPoints(t)))
+		if role.overlay {
+			layers.Mount(t)
+		}
 	}
-	gc := lcMustShim(e, "shim", "gc")
-	t.Logf("killed at %s: left%s\ndelete --force: exit %d; shim gc:\n%s", pt.name, killed, del.Code, gc.Stdout)
-
-	if after := pdTakeInventory(t, e); !reflect.DeepEqual(before, after) {
-		t.Errorf("state after delete and gc differs from before the create:\nbefore:%s\nafter:%s", before, after)
-	}
-	if after := kpFiles(t, e.StateDir); !slices.Equal(filesBefore, after) {
-		t.Errorf("state dir files after delete and gc: %v, before the create: %v", after, filesBefore)
-	}
-	if after := pdMountsUnder(t, root); !slices.Equal(mountsBefore, after) {
-		t.Errorf("mounts below %s after delete and gc: %v, before the create: %v", root, after, mountsBefore)
-	}
-	if after := kpFiles(t, vb.Dir); !slices.Equal(bundleBefore, after) {
-		t.Errorf("bundle after delete and gc: %v, before the create: %v", after, bundleBefore)
-	}
-	if procs := pdShimProcs(e.bin()); len(procs) > 0 {
-		t.Errorf("shim processes left: %v", procs)
-	}
-	t.Logf("host mount count: %d before the create, %d after delete and gc", hostMountsBefore, len(pdMountPoints(t)))
 
 	// The same create again runs, in the pod's user namespace, with its
 	// volumes ID-mapped.
-	if role.overlay {
-		layers.Mount(t)
-	}
 	pid := pdCreateStart(t, e, vb, victim)
 	lcRequireProcMaps(t, pid, want)
 	pdRequirePod(t, e, sandbox, slices.Compact([]string{sandbox, victim}), map[string]string{"allocate": "allocator", "annotation": "annotation"}[mode], want)
@@ -273,8 +265,40 @@ func kpRun(t *testing.T, rt Runtime, bin, mode string, role kpRole, pt kpPoint, 
 	if role.overlay {
 		rtUmountLikeCRI(t, e, bs, layers)
 	}
+	if role.direct {
+		t.Logf("shim gc at the end:\n%s", lcMustShim(e, "shim", "gc").Stdout)
+	}
 	pdRequireStateClean(t, e)
 	imRequireNoStaging(t, e, "after the retried containers were deleted")
+	kpRequireSame(t, "state dir files at the end", nil, kpFiles(t, e.StateDir))
+	kpRequireSame(t, "bundle at the end", bundleBefore, kpFiles(t, vb.Dir))
+}
+
+// kpDeleteAndGC is what a CRI runtime and the node do after a failed
+// create: delete --force the container (which the runtime may or may not
+// have), unmount an overlay rootfs's snapshot (layers), run `shim gc`.
+func kpDeleteAndGC(t *testing.T, e *Env, id string, created bool, layers *rtLayers, killed pdInventory) {
+	t.Helper()
+	del := lcShim(e, "delete", "--force", id)
+	if created && del.Code != 0 {
+		t.Errorf("delete --force %s: exit %d: %s", id, del.Code, del.Stderr)
+	}
+	if layers != nil {
+		// The CRI runtime unmounts the snapshot of a container it gave up.
+		if err := unix.Unmount(layers.Merged, 0); err != nil {
+			t.Errorf("umount the rootfs overlay %s after delete: %v", layers.Merged, err)
+		}
+	}
+	gc := lcMustShim(e, "shim", "gc")
+	t.Logf("killed: left%s\ndelete --force: exit %d; shim gc:\n%s", killed, del.Code, gc.Stdout)
+}
+
+// kpRequireSame fails unless after equals before.
+func kpRequireSame[T any](t *testing.T, what string, before, after T) {
+	t.Helper()
+	if !reflect.DeepEqual(before, after) {
+		t.Errorf("%s: differs from before the create:\nbefore: %v\nafter:  %v", what, before, after)
+	}
 }
 
 // kpRequireRetryRefused: a create retried without a delete, of a container

@@ -35,13 +35,8 @@ func shimMakesUserNS(source mapping.Source) bool {
 // Nothing is written when it fails.
 func (s *Shim) joinPod(sp *specs.Spec, pod spec.Pod, src Sources, users *nsexec.UserNSCache, prefer uint32) (d Decision, p *state.Pod, err error) {
 	id := s.Inv.ContainerID
-	// A create of a container the runtime already has (one retried after a
-	// create killed once the runtime had made it) would fail in the runtime,
-	// and that failure would take the live container's record, its staging
-	// and its place in the pod, freeing the pod's range and pin while it
-	// runs. Refused first; the runtime is asked only when there is a record.
-	if s.State.Has(id) && s.runtimeKnows(id) {
-		return d, nil, errors.New("the runtime already has a container with this ID: delete it before creating it again")
+	if err := s.clearDeadCreate(id); err != nil {
+		return d, nil, err
 	}
 	var pinned string
 	err = s.State.UpdatePods(func(r *state.Registry) error {
@@ -109,6 +104,25 @@ func (s *Shim) joinPod(sp *specs.Spec, pod spec.Pod, src Sources, users *nsexec.
 		err = errors.Join(err, nsexec.Unpin(pinned))
 	}
 	return d, p, err
+}
+
+// clearDeadCreate makes way for a create of container id, under its create
+// lock. A container the runtime already has (a create retried after one
+// killed once the runtime had made it) is refused: the runtime's failure
+// would make this create forget the live container (record, staging, place
+// in its pod) and free its pod's range and pin while it runs. The runtime
+// is asked only when there is a record, which every container the shim
+// handed over has. Otherwise what a killed create of this ID left in its
+// staging dir goes: no live container owns it, and a new target there
+// would collide with it.
+func (s *Shim) clearDeadCreate(id string) error {
+	if s.State.Has(id) && s.runtimeKnows(id) {
+		return errors.New("the runtime already has a container with this ID: delete it before creating it again")
+	}
+	if err := removeStaging(s.stagingDir(id)); err != nil {
+		return fmt.Errorf("staging left by an earlier create: %w", err)
+	}
+	return nil
 }
 
 // checkRuncJoins refuses, for runc, a container that joins the pod's pinned
