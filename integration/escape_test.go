@@ -58,8 +58,9 @@ type esFixture struct {
 	// /asked-secret (listed there too, but its mount carries uidMappings as
 	// a CRI runtime writes them) and /mapped-secret (ID-mapped: the control).
 	secret, askedSecret, mappedSecret string
-	// vol is an ID-mapped volume (0777, root-file and user-file) at /vol.
-	vol string
+	// vol is an ID-mapped volume (0777, root-file and user-file) at /vol;
+	// roVol another, bound read-only at /ro-vol.
+	vol, roVol string
 	// shared and sharedRaw are host dirs that are shared mounts, bound
 	// with rshared at /shared (ID-mapped) and /shared-raw (unmapped).
 	shared, sharedRaw string
@@ -118,7 +119,7 @@ func esStart(t *testing.T, rtIndex int, rt Runtime) *esFixture {
 	t.Helper()
 	f := &esFixture{e: newEnv(t, rt, ""), id: "es-" + rt.Name, host: esHost(rtIndex, 0)}
 	f.secret, f.askedSecret, f.mappedSecret = esSecretDir(t), esSecretDir(t), esSecretDir(t)
-	f.vol = imVolume(t)
+	f.vol, f.roVol = imVolume(t), imVolume(t)
 	f.shared, f.sharedRaw = esSharedDir(t), esSharedDir(t)
 	b := newBundle(t, "sleep", "1000")
 	f.modules = esModules(t, filepath.Join(b.Dir, "rootfs/bin/busybox"))
@@ -137,6 +138,7 @@ func esStart(t *testing.T, rtIndex int, rt Runtime) *esFixture {
 	imAddMount(t, b, asked)
 	imAddMount(t, b, imBind("/mapped-secret", f.mappedSecret))
 	imAddMount(t, b, imBind("/vol", f.vol))
+	imAddMount(t, b, imBind("/ro-vol", f.roVol, "rbind", "ro"))
 	imAddMount(t, b, imBind("/shared", f.shared, "rbind", "rshared", "rw"))
 	imAddMount(t, b, imBind("/shared-raw", f.sharedRaw, "rbind", "rshared", "rw"))
 	f.pid = imCreateStart(t, f.e, b, f.id)
@@ -189,6 +191,9 @@ type esCase struct {
 	wantErr, wantOut string
 	// needModules: wantErr holds only on a kernel that loads modules.
 	needModules bool
+	// notOn names a runtime on which the row is a known limitation: its
+	// outcome is logged and the row skipped there.
+	notOn, why string
 	// mountsOf names a host dir whose mounts must be the same after the
 	// exec, and in which none of absent may exist.
 	mountsOf  func(f *esFixture) string
@@ -270,6 +275,18 @@ func esCases() []esCase {
 		esMountInside("bind mount on an ID-mapped volume's subdir", esShared, "/shared/sub", "-o bind /proc", "self"),
 		esMountInside("tmpfs on an unmapped volume's subdir", esSharedRaw, "/shared-raw/sub", "-t tmpfs escape", ""),
 
+		// A read-only volume stays read-only: the shim's staging mount is
+		// read-only before the runtime copies the mount namespace, so the
+		// kernel locks the flag in the container's copy. crun 1.8.1 clones
+		// the source with open_tree in the host's namespace instead (a
+		// fresh mount: no copy, no lock).
+		{name: "remount of the read-only ID-mapped volume read-write fails", mountsOf: func(f *esFixture) string { return f.roVol },
+			argv:    []string{"sh", "-c", "busybox mount -o remount,rw,bind /ro-vol && touch /ro-vol/written"},
+			wantErr: "permission denied", absent: []string{"written"},
+			notOn: "crun", why: "crun 1.8.1 clones the staging mount with open_tree in the host's mount namespace, and the kernel locks no flag of such a clone"},
+		{name: "remount of a writable volume works (control)", argv: []string{"sh", "-c", "busybox mount -o remount,ro,bind /vol && busybox mount -o remount,rw,bind /vol && echo remounted"},
+			wantOut: "remounted"},
+
 		// Through the ID-mapped volume, a file lands on disk with the owner
 		// it has inside, always in 0-65535; an owner outside the mapping
 		// cannot be set at all, not even the pod's own host root ID.
@@ -335,6 +352,9 @@ func esRun(t *testing.T, f *esFixture, tc esCase) {
 		}
 		r := lcShim(f.e, append(args, argv...)...)
 		t.Logf("exec %s: exit %d\nstdout: %s\nstderr: %s", strings.Join(argv, " "), r.Code, r.Stdout, r.Stderr)
+		if tc.notOn == f.e.RT.Name {
+			t.Skipf("known limitation on %s (the attempt above is logged, not checked): %s", tc.notOn, tc.why)
+		}
 		switch {
 		case tc.wantErr == "" && r.Code != 0:
 			t.Errorf("exec %s: exit %d, want success: %s", strings.Join(tc.argv, " "), r.Code, r.Stderr)

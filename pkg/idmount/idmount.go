@@ -106,6 +106,24 @@ func openSource(src string) (int, error) {
 	return fd, nil
 }
 
+// SetReadOnly makes a tree from Clone read-only (with its submounts when
+// recursive), before it is attached: a mount namespace that a container's
+// user namespace owns copies it with the flag locked (lock_mnt_tree), so
+// the container's root cannot remount its bind of it read-write, as it
+// could a bind the runtime made read-only inside that namespace.
+func SetReadOnly(tree *os.File, recursive bool) error {
+	flags := uint(unix.AT_EMPTY_PATH)
+	if recursive {
+		flags |= unix.AT_RECURSIVE
+	}
+	attr := unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY}
+	err := ignoringEINTR(func() error { return unix.MountSetattr(int(tree.Fd()), "", flags, &attr) })
+	if err != nil {
+		return &os.PathError{Op: "mount_setattr MOUNT_ATTR_RDONLY", Path: tree.Name(), Err: err}
+	}
+	return nil
+}
+
 // IsUnsupported reports whether err from Clone means that the filesystem
 // (or mount) at the source cannot be ID-mapped, as opposed to the source
 // being unreachable.

@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/moby/sys/mountinfo"
@@ -288,6 +289,67 @@ func TestCloneRefusesProc(t *testing.T) {
 			assert.ErrorContains(t, err, tc.src)
 			assert.False(t, IsUnsupported(err), "a refusal, not an unsupported filesystem: on_unsupported_fs = warn must not let it through")
 			assert.Equal(t, fds, fdCount(t), "nothing left open")
+		})
+	}
+}
+
+// TestSetReadOnly: a clone made read-only before it is attached is
+// read-only with its submounts (recursive), the source stays writable, and
+// in a mount namespace owned by another user namespace (as a container's)
+// its copy cannot be remounted read-write: the flag is locked. The control,
+// a clone that was writable, can be remounted both ways there.
+func TestSetReadOnly(t *testing.T) {
+	needRoot(t)
+	if _, err := exec.LookPath("unshare"); err != nil {
+		t.Skip("unshare (util-linux) is not installed")
+	}
+	base := baseDir(t)
+	src := filepath.Join(base, "src")
+	populate(t, src)
+	mountTmpfs(t, filepath.Join(src, "sub"))
+	ns := userNS(t)
+	remountRW := func(target string) error {
+		// A new user and mount namespace, as a runtime makes for a container.
+		out, err := exec.Command("unshare", "--user", "--map-root-user", "--mount", "sh", "-c",
+			"mount -o remount,ro,bind \"$0\" && mount -o remount,rw,bind \"$0\"", target).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("%v: %s", err, out)
+		}
+		return nil
+	}
+	for _, tc := range []struct {
+		name                string
+		readOnly, recursive bool
+	}{
+		{"read-only", true, false},
+		{"read-only recursive", true, true},
+		{"writable control", false, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			target := filepath.Join(base, strings.ReplaceAll(tc.name, " ", "-"))
+			require.NoError(t, os.Mkdir(target, 0o755))
+			tree, err := Clone(src, ns, tc.recursive)
+			require.NoError(t, err)
+			defer tree.Close()
+			if tc.readOnly {
+				require.NoError(t, SetReadOnly(tree, tc.recursive))
+			}
+			require.NoError(t, Attach(tree, target))
+			unmountOnCleanup(t, target)
+
+			err = os.WriteFile(filepath.Join(target, "new"), nil, 0o644)
+			if tc.readOnly {
+				assert.ErrorIs(t, err, unix.EROFS)
+				if tc.recursive {
+					assert.ErrorIs(t, os.WriteFile(filepath.Join(target, "sub", "new"), nil, 0o644), unix.EROFS, "the submount too")
+				}
+				assert.ErrorContains(t, remountRW(target), "permission denied", "locked read-only in a container's mount namespace")
+			} else {
+				// Host root has no ID in the mapping: EOVERFLOW, not EROFS.
+				assert.NotErrorIs(t, err, unix.EROFS)
+				assert.NoError(t, remountRW(target))
+			}
+			assert.NoError(t, os.WriteFile(filepath.Join(src, "still-writable"), nil, 0o644), "the source is not changed")
 		})
 	}
 }

@@ -223,6 +223,11 @@ func (s *Shim) idmapMount(m *specs.Mount, mp mapping.Mapping, users *nsexec.User
 		return "", fmt.Errorf("mount %s: %w", m.Destination, err)
 	}
 	defer tree.Close()
+	if spec.IsReadOnly(*m) {
+		if err := idmount.SetReadOnly(tree, spec.IsRecursiveBind(*m)); err != nil {
+			return "", fmt.Errorf("mount %s: %w", m.Destination, err)
+		}
+	}
 	target, err := st.newTarget(fi.Mode&unix.S_IFMT == unix.S_IFDIR)
 	if err != nil {
 		return "", err

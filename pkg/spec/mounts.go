@@ -31,6 +31,21 @@ func IsBind(m specs.Mount) bool {
 // IsRecursiveBind reports whether m binds its source with the submounts under it.
 func IsRecursiveBind(m specs.Mount) bool { return slices.Contains(m.Options, "rbind") }
 
+// IsReadOnly reports whether m is mounted read-only: its last ro or rw
+// option is ro.
+func IsReadOnly(m specs.Mount) bool {
+	ro := false
+	for _, o := range m.Options {
+		switch o {
+		case "ro":
+			ro = true
+		case "rw":
+			ro = false
+		}
+	}
+	return ro
+}
+
 // NoIDMapPaths parses the userns-shim.io/no-idmap annotation: container
 // paths, comma-separated.
 func NoIDMapPaths(ann map[string]string) []string {

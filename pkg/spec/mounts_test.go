@@ -87,6 +87,21 @@ func TestDropIDMapRequest(t *testing.T) {
 	assert.Equal(t, []string{"rbind", "ro"}, plain.Options)
 }
 
+func TestIsReadOnly(t *testing.T) {
+	for _, tc := range []struct {
+		opts []string
+		ro   bool
+	}{
+		{nil, false},
+		{[]string{"rbind", "ro"}, true},
+		{[]string{"ro", "rw"}, false},
+		{[]string{"rw", "nosuid", "ro"}, true},
+		{[]string{"rbind", "rro"}, false}, // not an option the shim or runc 1.1 knows
+	} {
+		assert.Equal(t, tc.ro, IsReadOnly(specs.Mount{Options: tc.opts}), "%v", tc.opts)
+	}
+}
+
 func TestStripAndRequestIDMap(t *testing.T) {
 	mp := []specs.LinuxIDMapping{{ContainerID: 0, HostID: 65536, Size: 65536}}
 	m := specs.Mount{Destination: "/v", Type: "bind", Source: "/s", Options: []string{"rbind", "idmap", "ridmap=uids=0-65536-1", "ro"}, UIDMappings: mp, GIDMappings: mp}
