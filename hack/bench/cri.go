@@ -527,17 +527,18 @@ func (r *criResult) targetRows(rng *rand.Rand) string {
 }
 
 // criReason is the daemon's own words from a failed crictl call: the last
-// "desc = ..." of the gRPC error, else the whole error.
+// "desc = ..." of the gRPC error (crictl quotes it inside its log line),
+// else the whole error.
 func criReason(err string) string {
 	i := strings.LastIndex(err, "desc = ")
 	if i < 0 {
 		return err
 	}
-	msg := err[i+len("desc = "):]
+	msg := strings.ReplaceAll(err[i+len("desc = "):], `\"`, "'")
 	if j := strings.IndexAny(msg, "\"\n"); j >= 0 {
 		msg = msg[:j]
 	}
-	return strings.TrimSpace(msg)
+	return strings.TrimSpace(strings.TrimSuffix(msg, `\n`))
 }
 
 // mdCell makes s fit in one markdown table cell.
