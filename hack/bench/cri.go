@@ -453,9 +453,7 @@ func criPairs(rt string) []struct {
 func (r *criResult) render(rng *rand.Rand) string {
 	var b strings.Builder
 	p := func(format string, a ...any) { fmt.Fprintf(&b, format, a...) }
-	p("## Pod start through real CRI runtimes (crictl)\n\n")
-	if r.skipped != "" {
-		p("SKIPPED: %s.\n", r.skipped)
+	if !sectionHead(&b, "## Pod start through real CRI runtimes (crictl)", r.skipped) {
 		return b.String()
 	}
 	p("Each daemon is private and started by the end-to-end tests' own script (`hack/e2e/containerd2.sh`, `hack/e2e/crio.sh`: bridge CNI, cgroupfs, its state in the bench's work dir), with the handlers `runc`, `crun` (Debian's crun 1.8.1 behind `hack/crun-hybrid`) and `userns-shim-runc`, `userns-shim-crun` (the shim, by a two-line sh wrapper that names its config, in passthrough mode, over the same runtime the daemon's own handler calls). ")

@@ -1463,6 +1463,17 @@ func medianRatio(rng *rand.Rand, set map[string][]sample, a, b string, f func(sa
 	return stat(two), lo, hi
 }
 
+// sectionHead writes a report section's title into b and, for a part that
+// could not run, SKIPPED with the reason; it reports whether the part ran.
+func sectionHead(b *strings.Builder, title, skipped string) bool {
+	fmt.Fprintf(b, "%s\n\n", title)
+	if skipped != "" {
+		fmt.Fprintf(b, "SKIPPED: %s.\n", skipped)
+		return false
+	}
+	return true
+}
+
 func verdict(ok bool) string {
 	if ok {
 		return "PASS"

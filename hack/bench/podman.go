@@ -242,9 +242,7 @@ func (r *podmanResult) ratio(rng *rand.Rand, a, b string) (ratio, lo, hi float64
 func (r *podmanResult) render(rng *rand.Rand) string {
 	var b strings.Builder
 	p := func(format string, a ...any) { fmt.Fprintf(&b, format, a...) }
-	p("## podman run: `--uidmap` vs the shim\n\n")
-	if r.skipped != "" {
-		p("SKIPPED: %s.\n", r.skipped)
+	if !sectionHead(&b, "## podman run: `--uidmap` vs the shim", r.skipped) {
 		return b.String()
 	}
 	p("`podman run --rm --network none IMAGE true` of the busybox image (hack/e2e/images.sh), wall time of the whole command (create, start, wait, remove); podman 4.3.1 with conmon, private storage (overlay) and configuration. ")
@@ -407,9 +405,7 @@ func podmanGrowth(o options, repo, dir, stateRoot, shimBin string, sizes []int, 
 func (g *pmGrowth) render(sizes []int) string {
 	var b strings.Builder
 	p := func(format string, a ...any) { fmt.Fprintf(&b, format, a...) }
-	p("\n### podman: first use of an image with a new mapping\n\n")
-	if g.skipped != "" {
-		p("SKIPPED: %s.\n", g.skipped)
+	if !sectionHead(&b, "\n### podman: first use of an image with a new mapping", g.skipped) {
 		return b.String()
 	}
 	p("Each tree imported as an image (`podman import`: ")
