@@ -419,6 +419,10 @@ func TestEscapeSymlinkSwap(t *testing.T) {
 
 		stop := make(chan struct{})
 		var wg sync.WaitGroup
+		var once sync.Once
+		// Also on a failed run's way out: the swapping must not outlive it.
+		stopSwapping := func() { once.Do(func() { close(stop); wg.Wait() }) }
+		t.Cleanup(stopSwapping)
 		swaps := 0
 		wg.Add(1)
 		go func() {
@@ -457,8 +461,7 @@ func TestEscapeSymlinkSwap(t *testing.T) {
 				t.Errorf("run %d: exit %d, stdout %q, stderr %q: neither the real directory nor a refusal", n, r.Code, r.Stdout, r.Stderr)
 			}
 		}
-		close(stop)
-		wg.Wait()
+		stopSwapping()
 		t.Logf("%d swaps; %d runs saw the real directory, %d were refused (%d of them between check and open)", swaps, ran, refused, atOpen)
 		// Both outcomes show that the swap really raced the creates.
 		if ran == 0 || refused == 0 {
