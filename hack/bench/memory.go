@@ -42,11 +42,11 @@ func procsOf(bin string) []int {
 // memoryResult is the memory part: peak RSS (KiB) of create, by variant,
 // against the stub runtime and the real one.
 type memoryResult struct {
-	rounds    int
-	stub, rt  map[string][]float64 // MiB
-	timeBin   string
-	rtName    string
-	skipped   string
+	rounds   int
+	stub, rt map[string][]float64 // MiB
+	timeBin  string
+	rtName   string
+	skipped  string
 }
 
 // runMemory runs create+start+delete cycles of the memory variants with
