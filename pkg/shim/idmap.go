@@ -31,9 +31,13 @@ const (
 )
 
 // Staging holds the host mounts the shim made for one create. They exist
-// only until the runtime's create returns: Release detaches them.
+// only until the runtime's create returns: Release detaches them. They all
+// sit on one tmpfs mounted on dir, so that Release is a single detach of
+// that tree: each umount(2) costs the kernel 0.07 to 2 ms here (it waits for
+// an RCU grace period), one per volume and image layer.
 type Staging struct {
 	dir     string
+	mounted bool // the tmpfs is on dir
 	targets []string
 	rootfs  *idmount.Rootfs
 }
@@ -44,11 +48,25 @@ func (s *Shim) stagingDir(id string) string {
 	return filepath.Join(s.Cfg.StateDir, "staging", id)
 }
 
+// ensure makes dir and mounts the staging tmpfs on it, once.
+func (st *Staging) ensure() error {
+	if st.mounted {
+		return nil
+	}
+	if err := os.Mkdir(st.dir, 0o711); err != nil && !errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("staging dir: %w", err)
+	}
+	// 0711: the mapped root must traverse it to reach a staged rootfs.
+	if err := unix.Mount("userns-shim", st.dir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "mode=0711,size=64k"); err != nil {
+		return &os.PathError{Op: "mount tmpfs on", Path: st.dir, Err: err}
+	}
+	st.mounted = true
+	return nil
+}
+
 func (st *Staging) newTarget(dir bool) (string, error) {
-	if len(st.targets) == 0 {
-		if err := os.Mkdir(st.dir, 0o711); err != nil && !errors.Is(err, fs.ErrExist) {
-			return "", err
-		}
+	if err := st.ensure(); err != nil {
+		return "", err
 	}
 	p := filepath.Join(st.dir, strconv.Itoa(len(st.targets)))
 	var err error
@@ -72,7 +90,21 @@ func (st *Staging) Release() error {
 	if st == nil {
 		return nil
 	}
-	errs := []error{st.rootfs.Release()}
+	var errs []error
+	treeGone := false
+	if st.mounted {
+		// MNT_DETACH takes the whole tree: the tmpfs, the volumes and the
+		// rootfs staged on it.
+		if err := idmount.Detach(st.dir); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, fs.ErrNotExist) {
+			errs = append(errs, err)
+		} else {
+			st.mounted, st.targets, treeGone = false, nil, true
+		}
+	}
+	// What the tree did not take (after a failed detach), one by one.
+	if !treeGone {
+		errs = append(errs, st.rootfs.Release())
+	}
 	for _, t := range st.targets {
 		if err := idmount.Detach(t); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, fs.ErrNotExist) {
 			errs = append(errs, err)
@@ -124,7 +156,7 @@ func (s *Shim) forget(id string) {
 }
 
 // used reports whether anything is staged.
-func (st *Staging) used() bool { return len(st.targets) > 0 || st.rootfs != nil }
+func (st *Staging) used() bool { return st.mounted || len(st.targets) > 0 || st.rootfs != nil }
 
 // idmapRootfs makes the rootfs usable by the container's mapped root (see
 // idmount.PrepareRootfs) and points root.path at the result.
@@ -138,6 +170,9 @@ func (s *Shim) idmapRootfs(sp *specs.Spec, bundle string, d Decision, users *nse
 	}
 	ns, err := users.Get(d.Mapping)
 	if err != nil {
+		return nil, err
+	}
+	if err := st.ensure(); err != nil {
 		return nil, err
 	}
 	r, err := idmount.PrepareRootfs(root, ns, d.Mapping, st.dir)
