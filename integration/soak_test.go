@@ -115,9 +115,16 @@ func TestSoak(t *testing.T) {
 			must("create", "--bundle", app.Dir, "--pid-file", pidFile, ctr)
 			must("start", ctr)
 			if n == 0 {
-				// What the samples count as leftover containers is found here.
-				if got := soakContainers(marker); len(got) != 2 {
-					t.Fatalf("cycle 0: %d container processes `sleep %s` found (%v), want the 2 running", len(got), marker, got)
+				// What the samples count as leftover containers is found
+				// here (once started, a process execs sleep soon after).
+				for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+					got := soakContainers(marker)
+					if len(got) == 2 {
+						break
+					}
+					if time.Now().After(deadline) {
+						t.Fatalf("cycle 0: %d container processes `sleep %s` found (%v), want the 2 running", len(got), marker, got)
+					}
 				}
 			}
 			must("delete", "--force", ctr)
