@@ -38,6 +38,7 @@ type soakSample struct {
 	OwnMounts  int // mounts below the test's directories (its tmpfs volumes)
 	FDs        int // open fds of the test process
 	Procs      int // shims, runtime calls with the test's --root, containers
+	Cgroups    int // cgroup directories named after the soak's containers
 	StateFiles int // entries below the state dir
 	Ranges     int // pods in the registry
 }
@@ -115,11 +116,15 @@ func TestSoak(t *testing.T) {
 			must("create", "--bundle", app.Dir, "--pid-file", pidFile, ctr)
 			must("start", ctr)
 			if n == 0 {
-				// What the samples count as leftover containers is found
-				// here (once started, a process execs sleep soon after).
+				// What the samples count as leftover containers and their
+				// cgroups is found here (once started, a process execs
+				// sleep soon after).
 				for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
 					got := soakContainers(marker)
 					if len(got) == 2 {
+						if soakCgroups("soak-"+rt.Name+"-") == 0 {
+							t.Fatalf("cycle 0: no cgroup directory named after the running containers found")
+						}
 						break
 					}
 					if time.Now().After(deadline) {
@@ -137,7 +142,7 @@ func TestSoak(t *testing.T) {
 			s := soakSample{Cycle: n, Elapsed: time.Since(start), HostMounts: len(pdMountPoints(t)),
 				OwnMounts: len(pdMountsUnder(t, root)), FDs: soakCount("/proc/self/fd"),
 				Procs:      len(pdShimProcs(e.bin())) + len(pdProcsWith(e.RootDir)) + len(soakContainers(marker)),
-				StateFiles: soakEntries(e.StateDir)}
+				StateFiles: soakEntries(e.StateDir), Cgroups: soakCgroups("soak-" + rt.Name + "-")}
 			if reg != nil {
 				s.Ranges = len(reg.Pods)
 			}
@@ -167,6 +172,7 @@ func TestSoak(t *testing.T) {
 				{"mounts below the test's directories", s.OwnMounts, base.OwnMounts},
 				{"open fds of the test process", s.FDs, base.FDs},
 				{"leftover processes", s.Procs, base.Procs},
+				{"cgroups of the soak's containers", s.Cgroups, base.Cgroups},
 				{"state dir entries", s.StateFiles, base.StateFiles},
 				{"registry ranges", s.Ranges, base.Ranges},
 			} {
@@ -180,8 +186,8 @@ func TestSoak(t *testing.T) {
 				t.Errorf("after %d cycles: %d host mounts, %d after the first", s.Cycle, s.HostMounts, base.HostMounts)
 			}
 		}
-		if base.Procs != 0 || base.Ranges != 0 {
-			t.Errorf("after the first cycle: %d processes and %d ranges left, want none", base.Procs, base.Ranges)
+		if base.Procs != 0 || base.Ranges != 0 || base.Cgroups != 0 {
+			t.Errorf("after the first cycle: %d processes, %d ranges and %d cgroups left, want none", base.Procs, base.Ranges, base.Cgroups)
 		}
 		pdRequireStateClean(t, e)
 		imRequireNoStaging(t, e, "after the soak")
@@ -192,10 +198,10 @@ func TestSoak(t *testing.T) {
 func soakTable(samples []soakSample) string {
 	var b strings.Builder
 	tw := tabwriter.NewWriter(&b, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "cycles\telapsed\tcycles/s\thost mounts\town mounts\ttest fds\tprocesses\tstate entries\tranges\t")
+	fmt.Fprintln(tw, "cycles\telapsed\tcycles/s\thost mounts\town mounts\ttest fds\tprocesses\tcgroups\tstate entries\tranges\t")
 	for _, s := range samples {
-		fmt.Fprintf(tw, "%d\t%s\t%.2f\t%d\t%d\t%d\t%d\t%d\t%d\t\n", s.Cycle, s.Elapsed.Round(100*time.Millisecond), float64(s.Cycle)/s.Elapsed.Seconds(),
-			s.HostMounts, s.OwnMounts, s.FDs, s.Procs, s.StateFiles, s.Ranges)
+		fmt.Fprintf(tw, "%d\t%s\t%.2f\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t\n", s.Cycle, s.Elapsed.Round(100*time.Millisecond), float64(s.Cycle)/s.Elapsed.Seconds(),
+			s.HostMounts, s.OwnMounts, s.FDs, s.Procs, s.Cgroups, s.StateFiles, s.Ranges)
 	}
 	tw.Flush()
 	return b.String()
@@ -217,6 +223,26 @@ func soakEntries(dir string) int {
 		return nil
 	})
 	return n - 1
+}
+
+// soakCgroups counts the cgroup directories (any controller, nested up to
+// five levels: the runtime puts them below the caller's own) whose name
+// starts with prefix, the soak's container IDs.
+func soakCgroups(prefix string) int {
+	n := 0
+	filepath.WalkDir("/sys/fs/cgroup", func(p string, d fs.DirEntry, err error) error {
+		if err != nil || !d.IsDir() {
+			return nil
+		}
+		if strings.HasPrefix(d.Name(), prefix) {
+			n++
+		}
+		if strings.Count(p, "/") > 8 {
+			return filepath.SkipDir
+		}
+		return nil
+	})
+	return n
 }
 
 // soakContainers returns the pids of the soak's container processes, in any
