@@ -272,6 +272,9 @@ func kpRun(t *testing.T, rt Runtime, bin, mode string, role kpRole, pt kpPoint, 
 	imRequireNoStaging(t, e, "after the retried containers were deleted")
 	kpRequireSame(t, "state dir files at the end", nil, kpFiles(t, e.StateDir))
 	kpRequireSame(t, "bundle at the end", bundleBefore, kpFiles(t, vb.Dir))
+	if n := soakCgroups(base + "-"); n > 0 {
+		t.Errorf("%d cgroup directories of the test's containers left", n)
+	}
 }
 
 // kpDeleteAndGC is what a CRI runtime and the node do after a failed
