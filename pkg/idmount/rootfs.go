@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/moby/sys/mountinfo"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -932,17 +933,38 @@ func remountOverlay(target, source string, c *overlayConfig, flags uintptr) erro
 		source = "overlay"
 	}
 	data := c.mountData()
-	if len(data) < os.Getpagesize() {
-		if c.readOnly {
-			flags |= unix.MS_RDONLY
+	mount := func() error {
+		if len(data) >= os.Getpagesize() {
+			return fsconfigOverlay(target, source, c, flags, len(data))
 		}
-		if err := unix.Mount(source, target, "overlay", flags, data); err != nil {
+		f := flags
+		if c.readOnly {
+			f |= unix.MS_RDONLY
+		}
+		if err := unix.Mount(source, target, "overlay", f, data); err != nil {
 			return &os.PathError{Op: "mount overlay -o " + data, Path: target, Err: err}
 		}
 		return nil
 	}
-	return fsconfigOverlay(target, source, c, flags, len(data))
+	// The overlay just unmounted lives on in every mount namespace copied
+	// from the host's while it was mounted (a concurrent runtime call's
+	// unshare -m, a container being set up), and with index=on the kernel
+	// refuses another overlay on its upperdir (EBUSY) until those copies
+	// are gone, within milliseconds: wait for that rather than fail and
+	// leave the rootfs unmounted.
+	delay, deadline := time.Millisecond, time.Now().Add(overlayBusyWait)
+	for {
+		err := mount()
+		if !errors.Is(err, unix.EBUSY) || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(delay)
+		delay = min(2*delay, 50*time.Millisecond)
+	}
 }
+
+// overlayBusyWait bounds remountOverlay's wait for an upperdir in use.
+const overlayBusyWait = 3 * time.Second
 
 func hasOpt(opts []string, want string) bool {
 	for _, o := range opts {

@@ -780,3 +780,39 @@ func TestRootfsShiftUpper(t *testing.T) {
 	assert.Equal(t, uint32(70000), u, "an ID outside the container range stays")
 	assert.Len(t, done, 3)
 }
+
+// TestRootfsOverlayBusyUpper: the CRI runtime's overlay also lives on, for a
+// moment, in a mount namespace copied from the host's while it was mounted
+// (here `unshare -m sleep`; in real life a concurrent runtime call's or a
+// container's being set up). With index=on the kernel refuses a new overlay
+// on the same upperdir (EBUSY) until that copy is gone: the re-mount waits
+// for it instead of failing and leaving the rootfs unmounted.
+func TestRootfsOverlayBusyUpper(t *testing.T) {
+	needRoot(t)
+	if _, err := exec.LookPath("unshare"); err != nil {
+		t.Skip("unshare (util-linux) is not installed")
+	}
+	base := baseDir(t)
+	f := newOverlay(t, base, ",index=on", 0)
+	const hold = 300 * time.Millisecond
+	holder := exec.Command("unshare", "-m", "sleep", strconv.FormatFloat(hold.Seconds(), 'f', 1, 64))
+	require.NoError(t, holder.Start())
+	t.Cleanup(func() { holder.Process.Kill(); holder.Wait() })
+	// Wait until the copy exists: unshare has exec'd sleep.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+		if comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", holder.Process.Pid)); strings.TrimSpace(string(comm)) == "sleep" {
+			break
+		}
+		require.False(t, time.Now().After(deadline), "unshare did not exec sleep")
+	}
+
+	start := time.Now()
+	r, err := PrepareRootfs(f.merged, userNS(t), podMapping, filepath.Join(base, "staging"))
+	require.NoError(t, err)
+	releaseOnCleanup(t, r)
+	t.Logf("re-mounted after %s, while a copy held the old overlay for %s", time.Since(start).Round(time.Millisecond), hold)
+	assert.Equal(t, RootfsOverlay, r.Kind)
+	info, err := MountInfoOf(f.merged)
+	require.NoError(t, err)
+	assert.Equal(t, "overlay", info.FSType)
+}
