@@ -476,7 +476,7 @@ func (r *criResult) render(rng *rand.Rand) string {
 			p("| %s | %s | %s | %s | %s | %s | %s |\n", v.name, spread(metric(ss, podStart)), spread(metric(ss, func(s sample) float64 { return s.create })),
 				spread(metric(ss, func(s sample) float64 { return s.start })), spread(metric(ss, func(s sample) float64 { return s.wait })), spread(metric(ss, podStop)), v.calls)
 		}
-		p("\n| comparison | pod start ratio | teardown ratio |\n|---|---|---|\n")
+		p("\n| comparison | pod start ratio | pod start difference ms (same round) | teardown ratio |\n|---|---|---|---|\n")
 		for _, rt := range []string{"runc", "crun"} {
 			for _, pr := range criPairs(rt) {
 				ratio, lo, hi, ok := d.ratio(rng, pr.a, pr.b, podStart)
@@ -484,7 +484,8 @@ func (r *criResult) render(rng *rand.Rand) string {
 					continue
 				}
 				tr, tlo, thi, _ := d.ratio(rng, pr.a, pr.b, podStop)
-				p("| %s | %.3f [%.3f – %.3f] | %.3f [%.3f – %.3f] |\n", pr.label, ratio, lo, hi, tr, tlo, thi)
+				p("| %s | %.3f [%.3f – %.3f] | %s | %.3f [%.3f – %.3f] |\n", pr.label, ratio, lo, hi,
+					signedSpread(paired(d.samples[pr.a], d.samples[pr.b], podStart)), tr, tlo, thi)
 			}
 		}
 		p("\n")
