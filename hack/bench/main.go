@@ -203,9 +203,9 @@ func main() {
 	flag.IntVar(&o.memRounds, "mem-n", 10, "rounds of the memory part")
 	flag.StringVar(&o.microTime, "micro-time", "1s", "-benchtime of the Go micro-benchmarks (micro part)")
 	conc := flag.String("conc", "1,10,50", "pods created at once in the concurrency part")
-	flag.IntVar(&o.concRounds, "conc-n", 8, "batches per level in the concurrency part")
-	flag.IntVar(&o.criRounds, "cri-n", 30, "pod start rounds per variant through crictl in the cri part")
-	flag.IntVar(&o.pmRounds, "podman-n", 30, "podman run rounds per variant in the podman part")
+	flag.IntVar(&o.concRounds, "conc-n", 6, "batches per level in the concurrency part")
+	flag.IntVar(&o.criRounds, "cri-n", 20, "pod start rounds per variant through crictl in the cri part")
+	flag.IntVar(&o.pmRounds, "podman-n", 20, "podman run rounds per variant in the podman part")
 	flag.IntVar(&o.pmGrowthN, "podman-growth-n", 3, "podman runs per image size and variant in the rootfs part")
 	flag.IntVar(&o.pmCopyN, "podman-copy-n", 1, "podman runs per image size on containers/storage's chown-copy fallback in the rootfs part (0: skip; ~85 s at 100k files)")
 	flag.Parse()
@@ -537,7 +537,7 @@ func run(o options, rtPath string) error {
 		}
 		return samples, nil
 	}
-	res := &results{vs: vs, stubs: stubs, rtName: rtName, warmup: o.warmup, began: began}
+	res := &results{vs: vs, stubs: stubs, rtName: rtName, warmup: o.warmup, began: began, loadBegan: loadavg()}
 	timed := func(part string, f func() error) error {
 		if !o.parts[part] {
 			return nil
@@ -691,6 +691,7 @@ type results struct {
 	pm            *podmanResult
 	micro         *microResult
 	began         time.Time // the run's start, for its total duration
+	loadBegan     string    // /proc/loadavg then: other jobs on the machine add noise
 	artifacts     []string  // files written next to -o
 }
 
@@ -1126,6 +1127,15 @@ func machineInfo(rtPath, shimBin, noopBin string) info {
 	return in
 }
 
+// loadavg is the first three fields of /proc/loadavg.
+func loadavg() string {
+	data, err := os.ReadFile("/proc/loadavg")
+	if f := strings.Fields(string(data)); err == nil && len(f) >= 3 {
+		return strings.Join(f[:3], ", ")
+	}
+	return "unknown"
+}
+
 // quantile returns the q-quantile of xs (linear interpolation).
 func quantile(xs []float64, q float64) float64 {
 	if len(xs) == 0 {
@@ -1229,7 +1239,8 @@ func render(o options, in info, res *results) string {
 		}
 		p(" %s (%.0f s)", d.part, d.d.Seconds())
 	}
-	p("; the whole run %.1f min (building the shim included); the shims' `state_dir` is on a tmpfs (as `/run` is on a node)\n", time.Since(res.began).Minutes())
+	p("; the whole run %.1f min (building the shim included; make bench adds a few seconds for go run's build and the install check); the shims' `state_dir` is on a tmpfs (as `/run` is on a node)\n", time.Since(res.began).Minutes())
+	p("- load average (1, 5, 15 min) at the start: %s, at the end: %s (2 CPUs shared with other jobs: the wider the brackets, the busier the machine was)\n", res.loadBegan, loadavg())
 	p("- %d container rounds and %d stub-runtime rounds, each after %d warm-up rounds; every round runs each variant once, in a shuffled order (seed %d)\n",
 		o.rounds, o.stubRounds, o.warmup, o.seed)
 	p("- cycle = `create --bundle B --pid-file P ID` + `start ID` + wait for the container's init to exit + `delete ID`. ")
