@@ -423,3 +423,51 @@ func TestKillPointsNotShipped(t *testing.T) {
 		}
 	}
 }
+
+// TestKillPointsDelete: the shim dies by SIGKILL in a delete --force of a
+// pod's last container, after the runtime's delete: before its own cleanup
+// began, or once the container left its pod (pin and range gone, record
+// still there). `shim gc` then leaves no record, pin, range, staging or
+// mount, and the same container can be created again.
+func TestKillPointsDelete(t *testing.T) {
+	lcForEachRuntime(t, func(t *testing.T, i int, rt Runtime) {
+		bin := kpShimBin(t)
+		for k, point := range []string{failpoint.Forget, failpoint.LeftPod} {
+			t.Run(point, func(t *testing.T) {
+				want := lcRange(uint32(3_400_000_000 + i*10_000_000 + k*lcSize*4))
+				e := pdEnv(t, rt, "", true)
+				e.Bin = bin
+				root := filepath.Dir(filepath.Dir(e.StateDir))
+				id := fmt.Sprintf("kp-delete-%s-%s", point, rt.Name)
+				b := pdBundle(t, pdContainerd("sandbox", id, "", lcAnnotation(want)))
+				kpMountVolumes(t, b, kpNewVolumes(t, kpVolumes))
+				mountsBefore := pdMountsUnder(t, root)
+				pdCreateStart(t, e, b, id)
+
+				e.ExtraEnv = []string{failpoint.Env + "=" + point}
+				o := pdRun(e, "delete", "--force", id)
+				e.ExtraEnv = nil
+				if !o.Killed || o.Signal != syscall.SIGKILL {
+					t.Fatalf("delete --force %s: exit %d signal %v err %v, want death by SIGKILL at %s\nstderr: %s", id, o.Code, o.Signal, o.Err, point, o.Stderr)
+				}
+				if lcShim(e, "state", id).Code == 0 {
+					t.Fatalf("the runtime still has %s after its delete", id)
+				}
+				t.Logf("killed in delete at %s: left%s", point, pdTakeInventory(t, e))
+				t.Logf("shim gc:\n%s", lcMustShim(e, "shim", "gc").Stdout)
+
+				pdRequireStateClean(t, e)
+				imRequireNoStaging(t, e, "after gc")
+				kpRequireSame(t, "state dir files after gc", nil, kpFiles(t, e.StateDir))
+				kpRequireSame(t, "mounts below "+root+" after gc", mountsBefore, pdMountsUnder(t, root))
+				if n := soakCgroups(id); n > 0 {
+					t.Errorf("%d cgroup directories of %s left", n, id)
+				}
+				pid := pdCreateStart(t, e, b, id)
+				lcRequireProcMaps(t, pid, want)
+				lcKillAndDelete(t, e, id)
+				pdRequireStateClean(t, e)
+			})
+		}
+	})
+}

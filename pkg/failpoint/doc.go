@@ -23,4 +23,9 @@ const (
 	// write of that file (pods.json, a record, config.json) complete, not
 	// yet renamed over it.
 	TempWritten = "temp-written"
+
+	// The steps of the shim's cleanup of a container (delete, gc, a failed
+	// create).
+	Forget  = "forget"   // not begun: after the runtime's delete, for a delete
+	LeftPod = "left-pod" // out of its pod (the pod's pin and range gone with its last container), record still there
 )

@@ -138,6 +138,7 @@ func (st *Staging) keepRootfsPath(specRoot string) error {
 // recursive removal), and the temporary file of a config.json write that
 // was killed, in the bundle its record names.
 func (s *Shim) forget(id string) {
+	failpoint.Hit(failpoint.Forget)
 	if rec, err := s.State.Load(id); err == nil {
 		if err := removeWriteTemps(rec.Bundle); err != nil {
 			s.Log.WithError(err).Warn("remove temporary files from the bundle")
@@ -146,6 +147,7 @@ func (s *Shim) forget(id string) {
 	if err := s.leavePod(id); err != nil {
 		s.Log.WithError(err).Warn("leave pod")
 	}
+	failpoint.Hit(failpoint.LeftPod)
 	if err := s.State.Remove(id); err != nil {
 		s.Log.WithError(err).Warn("remove record")
 	}
