@@ -38,6 +38,7 @@ type criVariant struct {
 	seq           int
 	wrapper       string // the handler's wrapper script (shim and noop handlers)
 	calls         string // the runtime calls of one pod start, by verb
+	nCalls        int
 }
 
 // criDaemonResult is one CRI runtime's pod starts.
@@ -346,6 +347,7 @@ func runCRIDaemon(o options, repo, dir, stateRoot, shimBin, noopBin, kind, scrip
 				parts = append(parts, fmt.Sprintf("%s %d", k, n))
 			}
 			v.calls = fmt.Sprintf("%d (%s)", total, strings.Join(parts, ", "))
+			v.nCalls = total
 		}
 		if check {
 			if err := criCheckUserns(crictl, cid, v.userns); err != nil {
@@ -450,7 +452,10 @@ func criPairs(rt string) []struct {
 	return pairs
 }
 
-func (r *criResult) render(rng *rand.Rand) string {
+// render writes the part; perCallMs, when not 0, is what one call through
+// the shim costs over the bare runtime against the stub (the stub part), for
+// the expected pod-start overhead.
+func (r *criResult) render(rng *rand.Rand, perCallMs float64) string {
 	var b strings.Builder
 	p := func(format string, a ...any) { fmt.Fprintf(&b, format, a...) }
 	if !sectionHead(&b, "## Pod start through real CRI runtimes (crictl)", r.skipped) {
@@ -475,6 +480,17 @@ func (r *criResult) render(rng *rand.Rand) string {
 			ss := d.samples[v.name]
 			p("| %s | %s | %s | %s | %s | %s | %s |\n", v.name, spread(metric(ss, podStart)), spread(metric(ss, func(s sample) float64 { return s.create })),
 				spread(metric(ss, func(s sample) float64 { return s.start })), spread(metric(ss, func(s sample) float64 { return s.wait })), spread(metric(ss, podStop)), v.calls)
+		}
+		if perCallMs > 0 {
+			for _, v := range d.vs {
+				if v.name != "shim-runc" || v.nCalls == 0 || len(d.samples["runc"]) == 0 {
+					continue
+				}
+				base := ms(quantile(metric(d.samples["runc"], podStart), .5))
+				exp := float64(v.nCalls) * perCallMs
+				p("\nExpected from the per-call cost (stub part: %.2f ms a call through the shim over the bare runtime, Go's start-up included) × %d calls: %.1f ms, %.1f%% of the median runc pod start here (%.0f ms), plus the wrapper script's own start-up on each call (the script only names the config; a node with /etc/userns-shim/config.toml needs none).\n",
+					perCallMs, v.nCalls, exp, 100*exp/base, base)
+			}
 		}
 		p("\n| comparison | pod start ratio | pod start difference ms (same round) | teardown ratio |\n|---|---|---|---|\n")
 		for _, rt := range []string{"runc", "crun"} {

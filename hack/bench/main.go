@@ -1342,7 +1342,13 @@ func render(o options, in info, res *results) string {
 		p("\n%s", res.conc.render(rng))
 	}
 	if res.cri != nil {
-		p("\n%s", res.cri.render(rng))
+		perCall := 0.0
+		if stub != nil {
+			for _, c := range calls {
+				perCall += ms(quantile(paired(stub["shim"], stub["bare"], c.f), .5)) / float64(len(calls))
+			}
+		}
+		p("\n%s", res.cri.render(rng, perCall))
 	}
 	if res.pm != nil {
 		p("\n%s", res.pm.render(rng))
