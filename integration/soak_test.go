@@ -180,11 +180,10 @@ func TestSoak(t *testing.T) {
 					t.Errorf("after %d cycles: %d %s, %d after the first", s.Cycle, c.got, c.what, c.base)
 				}
 			}
-			// Other tests on a shared machine mount and unmount meanwhile;
-			// CI runs the soak alone, where the host's count must not grow.
-			if os.Getenv("CI") != "" && s.HostMounts > base.HostMounts {
-				t.Errorf("after %d cycles: %d host mounts, %d after the first", s.Cycle, s.HostMounts, base.HostMounts)
-			}
+			// The host's whole mount count is only reported: other work on the
+			// machine mounts and unmounts meanwhile (a run beside the CRI
+			// benchmark's daemons failed on it). Every mount the shim makes is
+			// below the test's directories, counted above.
 		}
 		if base.Procs != 0 || base.Ranges != 0 || base.Cgroups != 0 {
 			t.Errorf("after the first cycle: %d processes, %d ranges and %d cgroups left, want none", base.Procs, base.Ranges, base.Cgroups)
