@@ -419,12 +419,15 @@ func (s *Shim) configPath() (bundle, cfgPath string, err error) {
 // source could apply to the document: a user namespace or mappings, the
 // shim's annotations, or a pod UID that could lead to a kubelet record. A
 // JSON escape (\u) could hide any of these, so it also takes the full path.
+// Object keys match without case in encoding/json, which runc uses:
+// "uidmappings" or "UIDMAPPINGS" is a mapping too, and so is "uidMappingſ"
+// (U+017F folds to s), hence the search for "mapping" in any case.
 func mayCarryMapping(raw []byte) bool {
-	if hasUserValue(raw) {
+	if hasUserValue(raw) || bytes.Contains(bytes.ToLower(raw), []byte("mapping")) {
 		return true
 	}
 	for _, k := range [][]byte{
-		[]byte("Mappings"), []byte("userns-shim.io/"), []byte(`\u`),
+		[]byte("userns-shim.io/"), []byte(`\u`),
 		[]byte(spec.AnnotationPodUID), []byte(spec.AnnotationContainerdPodUID),
 	} {
 		if bytes.Contains(raw, k) {
