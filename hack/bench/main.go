@@ -4,7 +4,7 @@
 // docs/benchmarks.md):
 //
 //	go run ./hack/bench [-o FILE] [-parts cycle,stub,memory,volumes,rootfs,concurrency,cri,podman,micro]
-//	                    [-n 30] [-stub-n 100] [-runtime runc|crun] [-raw FILE.csv] [-shim BIN] ...
+//	                    [-n 100] [-stub-n 100] [-runtime runc|crun] [-raw FILE.csv] [-shim BIN] ...
 //
 // (go run ./hack/bench -h lists every flag.) It builds the shim and
 // hack/bench/noopwrapper (a Go program that only execs the runtime: the floor
@@ -181,7 +181,7 @@ var allParts = []string{"cycle", "stub", "memory", "volumes", "rootfs", "concurr
 
 func main() {
 	var o options
-	flag.IntVar(&o.rounds, "n", 30, "measured rounds; each round runs every variant once")
+	flag.IntVar(&o.rounds, "n", 100, "measured rounds; each round runs every variant once")
 	flag.IntVar(&o.stubRounds, "stub-n", 100, "rounds against the stub runtime (busybox true), for the per-call cost")
 	flag.IntVar(&o.warmup, "warmup", 3, "rounds run first and not recorded")
 	flag.StringVar(&o.rt, "runtime", "runc", "real runtime: runc or crun (a name on PATH or a path)")
