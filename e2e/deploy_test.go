@@ -405,7 +405,7 @@ func TestDeployKubernetesYAML(t *testing.T) {
 }
 
 // dpPodman runs podman with a private storage root and what podman 4.3.1
-// needs on this machine (containersConf: no CAP_SYS_RESOURCE, no systemd),
+// needs on this machine (writeContainersConf: no CAP_SYS_RESOURCE, no systemd),
 // with runc (Debian's crun 1.8.1 refuses the hybrid cgroup layout).
 func dpPodman(t *testing.T, store string, timeout time.Duration, args ...string) Result {
 	t.Helper()
@@ -416,9 +416,7 @@ func dpPodman(t *testing.T, store string, timeout time.Duration, args ...string)
 				t.Fatal(err)
 			}
 		}
-		if err := os.WriteFile(conf, []byte(fmt.Sprintf(containersConf, store)), 0o644); err != nil {
-			t.Fatal(err)
-		}
+		writeContainersConf(t, conf, store)
 	}
 	base := []string{"--root", filepath.Join(store, "root"), "--runroot", filepath.Join(store, "runroot"),
 		"--tmpdir", filepath.Join(store, "tmp"), "--storage-driver", "overlay", "--runtime", "/usr/sbin/runc"}

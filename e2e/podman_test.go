@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"os/exec"
@@ -22,25 +23,6 @@ type Podman struct {
 	Conf, StorageConf     string
 	Images                Images
 }
-
-// containersConf is what podman 4.3.1 needs on this machine (no systemd, no
-// CAP_SYS_RESOURCE) plus its state in dir. runtime_supports_json names the
-// shim's wrapper so that podman passes --log-format=json --log FILE, where
-// conmon reads the shim's error from.
-const containersConf = `[containers]
-default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]
-
-[engine]
-cgroup_manager = "cgroupfs"
-events_logger = "file"
-events_logfile_path = "%[1]s/events.log"
-lock_type = "file"
-runtime_supports_json = ["crun", "runc", "userns-shim"]
-
-[network]
-network_backend = "cni"
-network_config_dir = "%[1]s/cni"
-`
 
 const storageConf = `[storage]
 driver = "overlay"
@@ -70,9 +52,7 @@ func newPodman(t *testing.T, rt Runtime, mode, extraTOML string) *Podman {
 			t.Fatal(err)
 		}
 	}
-	if err := os.WriteFile(p.Conf, []byte(fmt.Sprintf(containersConf, dir)), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	writeContainersConf(t, p.Conf, dir)
 	if err := os.WriteFile(p.StorageConf, []byte(fmt.Sprintf(storageConf, p.Root, p.RunRoot)), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -90,6 +70,22 @@ func newPodman(t *testing.T, rt Runtime, mode, extraTOML string) *Podman {
 	}
 	timed(t, "skopeo copy busybox into containers-storage", start)
 	return p
+}
+
+// writeContainersConf writes to path what podman 4.3.1 needs on this
+// machine (no systemd, no CAP_SYS_RESOURCE), with its state in dir:
+// hack/e2e/containers.conf, which hack/bench uses too. runtime_supports_json
+// names the shim's wrapper so that podman passes --log-format=json --log
+// FILE, where conmon reads the shim's error from.
+func writeContainersConf(t *testing.T, path, dir string) {
+	t.Helper()
+	tmpl, err := os.ReadFile("../hack/e2e/containers.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, bytes.ReplaceAll(tmpl, []byte("@DIR@"), []byte(dir)), 0o644); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func (p *Podman) env() []string {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -16,21 +17,6 @@ import (
 // podmanConf is what podman 4.3.1 needs on this machine (no systemd, no
 // CAP_SYS_RESOURCE; shared/ENVIRONMENT.md), with its state in the bench's
 // work dir; userns-shim among the runtimes that get --log-format=json.
-const podmanConf = `[containers]
-default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]
-
-[engine]
-cgroup_manager = "cgroupfs"
-events_logger = "file"
-events_logfile_path = "%[1]s/events.log"
-lock_type = "file"
-runtime_supports_json = ["crun", "runc", "userns-shim"]
-
-[network]
-network_backend = "cni"
-network_config_dir = "%[1]s/cni"
-`
-
 // podmanEnv is a private podman: its own storage, runroot, tmpdir and
 // configuration, nothing of the host's podman state read or written.
 type podmanEnv struct {
@@ -70,7 +56,12 @@ func newPodmanEnv(repo, dir, root, stateRoot, shimBin string, noIDMap bool) (*po
 		}
 	}
 	conf, storage := filepath.Join(dir, "containers.conf"), filepath.Join(dir, "storage.conf")
-	if err := os.WriteFile(conf, []byte(fmt.Sprintf(podmanConf, dir)), 0o644); err != nil {
+	// The end-to-end tests' podman configuration, for the same podman.
+	tmpl, err := os.ReadFile(filepath.Join(repo, "hack", "e2e", "containers.conf"))
+	if err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(conf, bytes.ReplaceAll(tmpl, []byte("@DIR@"), []byte(dir)), 0o644); err != nil {
 		return nil, err
 	}
 	if err := os.WriteFile(storage, []byte(fmt.Sprintf("[storage]\ndriver = \"overlay\"\ngraphroot = %q\nrunroot = %q\n", root, p.runroot)), 0o644); err != nil {
