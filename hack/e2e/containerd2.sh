@@ -110,26 +110,7 @@ oom_score = 0
     [$rt.containerd]
       default_runtime_name = 'runc'
 EOF
-		hl=$(handlers)
-		while read -r h b; do
-			root=$DIR/runtime/$h
-			# The runc shim appends the namespace to Root.
-			record_root "$root/k8s.io" "$b"
-			ann=""
-			case $h in runc | crun) ;; *) ann="'userns-shim.io/*'" ;; esac
-			cat <<EOF
-      [$rt.containerd.runtimes.'$h']
-        runtime_type = 'io.containerd.runc.v2'
-        pod_annotations = [$ann]
-        container_annotations = [$ann]
-        [$rt.containerd.runtimes.'$h'.options]
-          BinaryName = $(toml_str "$b")
-          Root = $(toml_str "$root")
-          SystemdCgroup = false
-EOF
-		done <<EOF
-$hl
-EOF
+		containerd_runtimes "$rt"
 	} >"$out"
 }
 

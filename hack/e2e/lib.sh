@@ -386,3 +386,30 @@ containerd_main() {
 		;;
 	esac
 }
+
+# containerd_runtimes PREFIX prints containerd's runtime table for every
+# handler (see handlers) under PREFIX, the CRI plugin's TOML table (it differs
+# between config versions 2 and 3); the shim's handlers pass the
+# userns-shim.io/ annotations on.
+containerd_runtimes() {
+	hl=$(handlers)
+	while read -r h b; do
+		root=$DIR/runtime/$h
+		# The runc shim appends the namespace to Root.
+		record_root "$root/k8s.io" "$b"
+		ann=""
+		case $h in runc | crun) ;; *) ann="'userns-shim.io/*'" ;; esac
+		cat <<EOF
+      [$1.containerd.runtimes.'$h']
+        runtime_type = 'io.containerd.runc.v2'
+        pod_annotations = [$ann]
+        container_annotations = [$ann]
+        [$1.containerd.runtimes.'$h'.options]
+          BinaryName = $(toml_str "$b")
+          Root = $(toml_str "$root")
+          SystemdCgroup = false
+EOF
+	done <<EOF
+$hl
+EOF
+}
