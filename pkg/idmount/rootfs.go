@@ -437,6 +437,11 @@ func cloneReadOnly(src, target string, userns *os.File) error {
 
 // OverlayUpper returns the upperdir of the overlay mounted exactly at path.
 func OverlayUpper(path string) (string, bool) {
+	// statfs first: most rootfs are no overlay, and mountinfo is not free.
+	var st unix.Statfs_t
+	if unix.Statfs(path, &st) != nil || st.Type != unix.OVERLAYFS_SUPER_MAGIC {
+		return "", false
+	}
 	info, err := MountInfoOf(path)
 	if err != nil || info.FSType != "overlay" || info.Mountpoint != filepath.Clean(path) {
 		return "", false

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/moby/sys/mountinfo"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -239,4 +240,42 @@ func TestRemoveStagingLeavesMountsWhole(t *testing.T) {
 	data, err := os.ReadFile(filepath.Join(other, "precious"))
 	require.NoError(t, err, "the volume's content is untouched")
 	assert.Equal(t, "data", string(data))
+}
+
+// TestRemoveStagingDetachesEveryLevel: what a killed create leaves (the
+// per-create tmpfs on the staging dir itself, mounts inside it, a mount
+// stacked twice on one target) is detached and the directory removed; the
+// host's mount table holds nothing below it afterwards.
+func TestRemoveStagingDetachesEveryLevel(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: mounts tmpfs")
+	}
+	dir := t.TempDir()
+	src := filepath.Join(dir, "src")
+	require.NoError(t, os.Mkdir(src, 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(src, "f"), []byte("x"), 0o644))
+	staging := filepath.Join(dir, "staging")
+	require.NoError(t, os.Mkdir(staging, 0o711))
+	require.NoError(t, unix.Mount("userns-shim", staging, "tmpfs", 0, "mode=0711"))
+	for _, target := range []string{"0", "1"} {
+		require.NoError(t, os.Mkdir(filepath.Join(staging, target), 0o711))
+	}
+	require.NoError(t, os.WriteFile(filepath.Join(staging, "file"), nil, 0o600))
+	for _, target := range []string{"0", "1", "1", "file"} {
+		from := src
+		if target == "file" {
+			from = filepath.Join(src, "f")
+		}
+		require.NoError(t, unix.Mount(from, filepath.Join(staging, target), "", unix.MS_BIND, ""))
+	}
+
+	require.NoError(t, removeStaging(staging))
+	_, err := os.Lstat(staging)
+	assert.True(t, os.IsNotExist(err), "staging removed")
+	mounts, err := mountinfo.GetMounts(mountinfo.PrefixFilter(staging))
+	require.NoError(t, err)
+	assert.Empty(t, mounts, "no mount left below the staging dir")
+	data, err := os.ReadFile(filepath.Join(src, "f"))
+	require.NoError(t, err, "the bound source is untouched")
+	assert.Equal(t, "x", string(data))
 }

@@ -12,7 +12,6 @@ import (
 	"strings"
 	"text/tabwriter"
 
-	"github.com/moby/sys/mountinfo"
 	"golang.org/x/sys/unix"
 
 	"github.com/userns-shim/userns-shim/pkg/fsutil"
@@ -252,41 +251,46 @@ func (s *Shim) runtimeKnows(id string) bool {
 	return err == nil
 }
 
-// removeStaging detaches every mount below dir, deepest first, then removes
+// removeStaging detaches every mount below dir (and on it), then removes
 // the directories and placeholder files one by one: never a recursive
-// removal, which could reach into a volume still mounted there.
+// removal, which could reach into a volume still mounted there. Mounts are
+// found by their statx mount IDs on the way down, not in mountinfo, which
+// the kernel renders in full for every read: a delete pays for one statx per
+// entry, usually two.
 func removeStaging(dir string) error {
 	if _, err := os.Lstat(dir); errors.Is(err, fs.ErrNotExist) {
-		return nil // the common case: reading mountinfo is not free
+		return nil // the common case
 	}
-	mounts, err := mountinfo.GetMounts(mountinfo.PrefixFilter(dir))
-	if err != nil {
-		return err
-	}
-	slices.SortFunc(mounts, func(a, b *mountinfo.Info) int { return len(b.Mountpoint) - len(a.Mountpoint) })
-	for _, m := range mounts {
-		if err := unix.Unmount(m.Mountpoint, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) {
-			return &os.PathError{Op: "umount", Path: m.Mountpoint, Err: err}
-		}
-	}
-	// Never step into another mount: whatever is still mounted below dir
-	// (a volume) is left whole, and reported.
-	root, err := mountID(dir)
+	// Everything below dir belongs on the mount of its parent: a path with
+	// another mount ID is a mount point, since the walk clears each level
+	// before it descends.
+	root, err := mountID(filepath.Dir(dir))
 	if err != nil {
 		return err
 	}
 	var paths []string
-	err = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return nil
-		}
-		if id, err := mountID(p); err != nil || id != root {
-			return fmt.Errorf("%s is still a mount point (or unreadable: %v): left in place", p, err)
+	var visit func(p string) error
+	visit = func(p string) error {
+		if err := detachAll(p, root); err != nil {
+			return err
 		}
 		paths = append(paths, p)
+		fi, err := os.Lstat(p)
+		if err != nil || !fi.IsDir() {
+			return nil
+		}
+		entries, err := os.ReadDir(p)
+		if err != nil {
+			return err
+		}
+		for _, e := range entries {
+			if err := visit(filepath.Join(p, e.Name())); err != nil {
+				return err
+			}
+		}
 		return nil
-	})
-	if err != nil {
+	}
+	if err := visit(dir); err != nil {
 		return err
 	}
 	for i := len(paths) - 1; i >= 0; i-- { // children before parents
@@ -295,6 +299,24 @@ func removeStaging(dir string) error {
 		}
 	}
 	return nil
+}
+
+// detachAll lazily unmounts what is mounted on p, stacked mounts too, until
+// p lies on mount root. A path on another mount that is no mount point
+// cannot be cleared: it is left in place and named.
+func detachAll(p string, root uint64) error {
+	for {
+		id, err := mountID(p)
+		if err != nil || id == root {
+			return err
+		}
+		if err := unix.Unmount(p, unix.MNT_DETACH); err != nil {
+			if errors.Is(err, unix.EINVAL) {
+				return fmt.Errorf("%s is on another mount (ID %d) but is no mount point: left in place", p, id)
+			}
+			return &os.PathError{Op: "umount", Path: p, Err: err}
+		}
+	}
 }
 
 // removeWriteTemps removes from dir the temporary files of atomic writes
