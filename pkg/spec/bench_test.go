@@ -34,7 +34,7 @@ func BenchmarkLoadModifySave50(b *testing.B) {
 	b.ReportAllocs()
 	b.SetBytes(int64(len(raw)))
 	for b.Loop() {
-		s, unknown, err := decode(raw)
+		s, err := Decode(raw)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -45,7 +45,7 @@ func BenchmarkLoadModifySave50(b *testing.B) {
 			}
 		}
 		SetUserNamespace(s, m)
-		if _, err := Encode(s, raw, unknown); err != nil {
+		if _, err := Encode(s, raw); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -25,16 +25,18 @@ import (
 // a spec with thousands of mounts stays well below this.
 const MaxSize = 32 << 20
 
-// File is a loaded config.json.
+// File is a loaded config.json. Spec holds the fields the shim reads and
+// writes (see view), the others are left zero; Save writes the changes to
+// those fields into the document as it was read, which keeps everything
+// else as written.
 type File struct {
 	Path string
 	Raw  []byte // the bytes as read
 	Spec *specs.Spec
-	// unknown: Raw has fields specs-go does not know, which Save keeps.
-	unknown bool
-	mode    os.FileMode
-	uid     int
-	gid     int
+	was  view // Spec's fields as read, for Encode to tell what changed
+	mode os.FileMode
+	uid  int
+	gid  int
 }
 
 // Load reads and decodes path (see Read).
@@ -48,12 +50,14 @@ func Load(path string) (*File, error) {
 
 // FromBytes decodes raw, the content of path as Read returned it with st.
 func FromBytes(path string, raw []byte, st os.FileInfo) (*File, error) {
-	s, unknown, err := decode(raw)
+	v, err := decodeView(raw)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	sys := st.Sys().(*syscall.Stat_t)
-	return &File{Path: path, Raw: raw, Spec: s, unknown: unknown, mode: st.Mode().Perm(), uid: int(sys.Uid), gid: int(sys.Gid)}, nil
+	// The spec gets a copy: the modifiers change it in place.
+	c := deepCopy(v)
+	return &File{Path: path, Raw: raw, Spec: c.spec(), was: v, mode: st.Mode().Perm(), uid: int(sys.Uid), gid: int(sys.Gid)}, nil
 }
 
 // Read returns the bytes of path, which must be a regular file (not a
@@ -130,16 +134,40 @@ func syntaxError(raw []byte) error {
 	return errors.New("not a JSON object")
 }
 
-// Decode parses a config.json document.
+// Decode parses the fields of a config.json document that the shim reads
+// and writes (view) into a spec; all others are left zero. A field the shim
+// does not read is the runtime's to judge.
 func Decode(raw []byte) (*specs.Spec, error) {
-	s, _, err := decode(raw)
-	return s, err
+	v, err := decodeView(raw)
+	if err != nil {
+		return nil, err
+	}
+	return v.spec(), nil
 }
 
-// decode parses raw and tells whether it has fields specs-go does not know.
-// The strict decode is the common case's only one: a document with unknown
-// fields (rare) is decoded a second time, leniently.
-func decode(raw []byte) (*specs.Spec, bool, error) {
+func decodeView(raw []byte) (view, error) {
+	var v view
+	if err := json.Unmarshal(raw, &v); err != nil {
+		return v, specError(err)
+	}
+	if v.Process == nil && v.Root == nil && v.Linux == nil {
+		return v, errors.New("not an OCI runtime spec: no process, root or linux section")
+	}
+	return v, nil
+}
+
+func specError(err error) error {
+	var se *json.SyntaxError
+	if errors.As(err, &se) {
+		return fmt.Errorf("not valid JSON at byte %d: %w", se.Offset, err)
+	}
+	return fmt.Errorf("not a valid OCI runtime spec: %w", err)
+}
+
+// decodeFull parses raw into a whole spec and tells whether it has fields
+// specs-go does not know. The strict decode is the common case's only one:
+// a document with unknown fields is decoded a second time, leniently.
+func decodeFull(raw []byte) (*specs.Spec, bool, error) {
 	var s specs.Spec
 	d := json.NewDecoder(bytes.NewReader(raw))
 	d.DisallowUnknownFields()
@@ -150,23 +178,42 @@ func decode(raw []byte) (*specs.Spec, bool, error) {
 		err = json.Unmarshal(raw, &s)
 	}
 	if err != nil {
-		var se *json.SyntaxError
-		if errors.As(err, &se) {
-			return nil, false, fmt.Errorf("not valid JSON at byte %d: %w", se.Offset, err)
-		}
-		return nil, false, fmt.Errorf("not a valid OCI runtime spec: %w", err)
-	}
-	if s.Process == nil && s.Root == nil && s.Linux == nil {
-		return nil, false, errors.New("not an OCI runtime spec: no process, root or linux section")
+		return nil, false, specError(err)
 	}
 	return &s, unknown, nil
 }
 
-// Encode marshals s, keeping every field of orig (the document s was decoded
-// from) that specs-go does not know, so a rewrite never drops what a newer
-// CRI runtime wrote. unknown says whether orig has such fields.
-func Encode(s *specs.Spec, orig []byte, unknown bool) ([]byte, error) {
-	out, err := json.Marshal(s)
+// Encode returns orig, the document s was decoded from, with the fields of
+// s that the shim reads and writes (view) written into it where they
+// changed (patch): every other byte of orig stays. A document that repeats
+// a key the patch must go into takes a full re-encode instead
+// (encodeFull), which gives the same result at a few times the cost.
+func Encode(s *specs.Spec, orig []byte) ([]byte, error) {
+	var was view
+	if err := json.Unmarshal(orig, &was); err != nil {
+		return nil, specError(err)
+	}
+	return encode(s, orig, was)
+}
+
+// encode is Encode with orig's view fields decoded already.
+func encode(s *specs.Spec, orig []byte, was view) ([]byte, error) {
+	out, err := patch(orig, reflect.ValueOf(was), reflect.ValueOf(viewOf(s)))
+	if errors.Is(err, errAmbiguous) {
+		return encodeFull(s, orig)
+	}
+	return out, err
+}
+
+// encodeFull decodes orig whole, gives it the view fields of s and
+// marshals it, keeping every field of orig that specs-go does not know.
+func encodeFull(s *specs.Spec, orig []byte) ([]byte, error) {
+	full, unknown, err := decodeFull(orig)
+	if err != nil {
+		return nil, err
+	}
+	SetView(full, s)
+	out, err := json.Marshal(full)
 	if err != nil || !unknown {
 		return out, err
 	}
@@ -277,12 +324,11 @@ func jsonField(t reflect.Type, key string) (string, reflect.Type) {
 	return foldName, foldType
 }
 
-// Encode returns what Save writes for s: s with the unknown fields of the
-// file's original document.
-func (f *File) Encode(s *specs.Spec) ([]byte, error) { return Encode(s, f.Raw, f.unknown) }
+// Encode returns what Save writes for s (see Encode).
+func (f *File) Encode(s *specs.Spec) ([]byte, error) { return encode(s, f.Raw, f.was) }
 
 // Save writes s over the file atomically: a temporary file in the same
-// directory, fsync, the original's mode and owner, then rename. Readers see
+// directory, the original's mode and owner, then rename. Readers see
 // either the old document or the whole new one.
 func (f *File) Save(s *specs.Spec) error {
 	data, err := f.Encode(s)

@@ -23,7 +23,7 @@ func FuzzEncode(f *testing.F) {
 		if spec.CheckDocument(raw) != nil {
 			return
 		}
-		s, unknown, err := spec.DecodeUnknown(raw)
+		s, err := spec.Decode(raw)
 		if err != nil {
 			return
 		}
@@ -39,7 +39,7 @@ func FuzzEncode(f *testing.F) {
 		if err := spec.Remember(s, original); err != nil {
 			t.Fatalf("remember: %v", err)
 		}
-		out, err := spec.Encode(s, raw, unknown)
+		out, err := spec.Encode(s, raw)
 		if err != nil {
 			t.Fatalf("encode: %v", err)
 		}

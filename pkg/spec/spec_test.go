@@ -2,8 +2,10 @@ package spec
 
 import (
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -64,13 +66,14 @@ func TestEncodeKeepsUnknownFields(t *testing.T) {
 "root":{"path":"rootfs"},"futureTopLevel":[1,2],
 "mounts":[{"destination":"/a","type":"bind","source":"/x","futureMountField":"keep"},{"destination":"/b"}],
 "linux":{"namespaces":[{"type":"pid"}],"futureLinux":true}}`
-	s, unknown, err := decode([]byte(orig))
+	s, err := Decode([]byte(orig))
 	require.NoError(t, err)
 	SetUserNamespace(s, mapping.Mapping{UIDs: []specs.LinuxIDMapping{{HostID: 65536, Size: 65536}}})
 	s.Mounts[0].Source = "/y"
-	assert.True(t, unknown, "the document has fields specs-go does not know")
-	out, err := Encode(s, []byte(orig), unknown)
+	out, err := Encode(s, []byte(orig))
 	require.NoError(t, err)
+	assert.Contains(t, string(out), `"process":{"args":["sh"],"cwd":"/","futureProcessField":{"a":1}}`,
+		"what the shim does not change stays as written")
 
 	var got map[string]any
 	require.NoError(t, json.Unmarshal(out, &got))
@@ -85,26 +88,31 @@ func TestEncodeKeepsUnknownFields(t *testing.T) {
 }
 
 // TestEncodeUnknownFieldsRegressions: inputs FuzzEncode found that Encode
-// got wrong while keeping unknown fields. Each output must decode to the
-// spec the shim built, and keep the unknown field "future".
+// got wrong while keeping unknown fields, and documents that take the full
+// re-encode. Through the patch and through encodeFull, each output must
+// decode (as runc decodes it, whole) to the original with the shim's
+// changes, and keep the unknown field "future".
 func TestEncodeUnknownFieldsRegressions(t *testing.T) {
 	pod := []specs.LinuxIDMapping{{ContainerID: 0, HostID: 65536, Size: 65536}}
+	userns := func(s *specs.Spec) { SetUserNamespace(s, mapping.Mapping{UIDs: pod, GIDs: pod}) }
 	tests := []struct {
-		name string
-		orig string
-		edit func(s *specs.Spec)
+		name      string
+		orig      string
+		edit      func(s *specs.Spec)
+		ambiguous bool // the patch must leave it to encodeFull
 	}{
 		{
 			// Numbers went through float64: 2^64-1 came back as 18446744073709552000.
 			name: "RLIM_INFINITY stays exact",
 			orig: `{"process":{"args":["a"],"rlimits":[{"type":"RLIMIT_CORE","hard":18446744073709551615,"soft":18446744073709551615}]},"future":12345678901234567891}`,
+			edit: userns,
 		},
 		{
 			// encoding/json decodes "uidmappings" into UIDMappings; kept beside
 			// the shim's "uidMappings" it was read last and mapped onto host 0.
 			name: "case variant of linux.uidMappings is not unknown",
 			orig: `{"process":{"args":["a"]},"linux":{"uidmappings":[{"containerID":0,"hostID":0,"size":4294967295}]},"future":1}`,
-			edit: func(s *specs.Spec) { SetUserNamespace(s, mapping.Mapping{UIDs: pod, GIDs: pod}) },
+			edit: userns,
 		},
 		{
 			name: "case variant of a mount's mappings does not come back after StripIDMap",
@@ -114,28 +122,74 @@ func TestEncodeUnknownFieldsRegressions(t *testing.T) {
 		{
 			name: "fields of embedded structs are known",
 			orig: `{"process":{"args":["a"]},"linux":{"resources":{"blockIO":{"weightDevice":[{"MAJOR":8,"minor":0,"weight":10}]}}},"future":1}`,
-			edit: func(s *specs.Spec) { s.Linux.Resources.BlockIO.WeightDevice[0].Major = 9 },
+			edit: userns,
+		},
+		{
+			// encoding/json merges both into one Linux: the patch cannot
+			// tell which to go into.
+			name:      "linux twice, in two cases",
+			orig:      `{"process":{"args":["a"]},"linux":{"namespaces":[{"type":"pid"}]},"Linux":{"uidMappings":[{"containerID":0,"hostID":0,"size":1}],"future":2},"future":1}`,
+			edit:      userns,
+			ambiguous: true,
+		},
+		{
+			name: "a mount's source twice: a value written whole",
+			orig: `{"process":{"args":["a"]},"mounts":[{"destination":"/v","source":"/a","SOURCE":"/b"}],"future":1}`,
+			edit: func(s *specs.Spec) { s.Mounts[0].Source = "/c" },
 		},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			s, unknown, err := decode([]byte(tc.orig))
+			want, _, err := decodeFull([]byte(tc.orig))
 			require.NoError(t, err)
-			require.True(t, unknown)
-			if tc.edit != nil {
-				tc.edit(s)
+			s, err := Decode([]byte(tc.orig))
+			require.NoError(t, err)
+			tc.edit(s)
+			SetView(want, s)
+			wantJSON, _ := json.Marshal(want)
+
+			_, err = patch([]byte(tc.orig), reflect.ValueOf(viewOf(mustDecode(t, tc.orig))), reflect.ValueOf(viewOf(s)))
+			assert.Equal(t, tc.ambiguous, errors.Is(err, errAmbiguous), "patch: %v", err)
+			for name, encode := range map[string]func(*specs.Spec, []byte) ([]byte, error){"Encode": Encode, "encodeFull": encodeFull} {
+				out, err := encode(s, []byte(tc.orig))
+				require.NoError(t, err, name)
+				var back specs.Spec
+				require.NoError(t, json.Unmarshal(out, &back), "%s: %s", name, out)
+				got, _ := json.Marshal(&back)
+				assert.JSONEq(t, string(wantJSON), string(got), "%s: the runtime reads what the shim wrote: %s", name, out)
+				assert.Contains(t, string(out), `"future":`, name)
 			}
-			out, err := Encode(s, []byte(tc.orig), unknown)
-			require.NoError(t, err)
-			back, err := Decode(out)
-			require.NoError(t, err, "%s", out)
-			want, _ := json.Marshal(s)
-			got, _ := json.Marshal(back)
-			assert.JSONEq(t, string(want), string(got), "the runtime reads what the shim wrote: %s", out)
-			assert.Contains(t, string(out), `"future":`)
 		})
 	}
 }
+
+func mustDecode(t *testing.T, raw string) *specs.Spec {
+	s, err := Decode([]byte(raw))
+	require.NoError(t, err)
+	return s
+}
+
+// TestSetView: the view fields move, everything else stays, and a section
+// left empty goes.
+func TestSetView(t *testing.T) {
+	dst := &specs.Spec{Version: "1.0.0", Hostname: "h", Process: &specs.Process{Args: []string{"sh"}, User: specs.User{UID: 1}},
+		Linux: &specs.Linux{Sysctl: map[string]string{"a": "b"}, UIDMappings: []specs.LinuxIDMapping{{Size: 1}},
+			Resources: &specs.LinuxResources{Pids: &specs.LinuxPids{Limit: ptr(int64(5))}}}}
+	SetView(dst, &specs.Spec{Version: "1.1.0", Process: &specs.Process{User: specs.User{UID: 2}}, Linux: &specs.Linux{}})
+	assert.Equal(t, "1.1.0", dst.Version)
+	assert.Equal(t, "h", dst.Hostname)
+	assert.Equal(t, []string{"sh"}, dst.Process.Args)
+	assert.Equal(t, uint32(2), dst.Process.User.UID)
+	assert.Nil(t, dst.Linux.UIDMappings)
+	assert.Equal(t, map[string]string{"a": "b"}, dst.Linux.Sysctl)
+	assert.Nil(t, dst.Linux.Resources, "resources held only pids")
+
+	only := &specs.Spec{Linux: &specs.Linux{UIDMappings: []specs.LinuxIDMapping{{Size: 1}}}}
+	SetView(only, &specs.Spec{})
+	assert.Nil(t, only.Linux, "a linux section with nothing else goes with its view fields")
+}
+
+func ptr[T any](v T) *T { return &v }
 
 func TestLoadRefusals(t *testing.T) {
 	dir := t.TempDir()
@@ -293,10 +347,38 @@ func TestPodOf(t *testing.T) {
 	}
 }
 
-func TestDecodeKnownOnly(t *testing.T) {
-	_, unknown, err := decode([]byte(minimal))
+// TestDecodeView: Decode reads only what the shim uses; a bad type in a
+// field it does not read is the runtime's to refuse.
+func TestDecodeView(t *testing.T) {
+	_, err := Decode([]byte(minimal))
 	require.NoError(t, err)
-	assert.False(t, unknown)
-	_, _, err = decode([]byte(`{"process":{"args":"not-a-list"}}`))
+	_, err = Decode([]byte(`{"process":{"user":"root"}}`))
 	require.ErrorContains(t, err, "not a valid OCI runtime spec")
+	_, err = Decode([]byte(`{"process":{"args":"not-a-list"}}`))
+	require.NoError(t, err)
+	_, _, err = decodeFull([]byte(`{"process":{"args":"not-a-list"}}`))
+	require.ErrorContains(t, err, "not a valid OCI runtime spec")
+}
+
+// TestFileEncodeSeesChangesInPlace: the modifiers change File.Spec in place
+// (options, annotations, namespaces); File keeps its own copy of what it
+// read, so Save writes those changes and the same bytes as Encode.
+func TestFileEncodeSeesChangesInPlace(t *testing.T) {
+	raw := []byte(`{"process":{"user":{"uid":0,"gid":0}},"annotations":{"a":"b"},"mounts":[{"destination":"/v","type":"bind","source":"/s","options":["rbind","idmap"]}],"linux":{"namespaces":[{"type":"pid"},{"type":"user"}]}}`)
+	path := write(t, "config.json", string(raw), 0o644)
+	f, err := Load(path)
+	require.NoError(t, err)
+	f.Spec.Mounts[0].Options[1] = "ro"
+	f.Spec.Annotations["a"] = "c"
+	f.Spec.Linux.Namespaces[1].Path = "/p"
+	out, err := f.Encode(f.Spec)
+	require.NoError(t, err)
+	want, err := Encode(f.Spec, raw)
+	require.NoError(t, err)
+	assert.Equal(t, string(want), string(out))
+	back, err := Decode(out)
+	require.NoError(t, err)
+	assert.Equal(t, []string{"rbind", "ro"}, back.Mounts[0].Options)
+	assert.Equal(t, "c", back.Annotations["a"])
+	assert.Equal(t, "/p", back.Linux.Namespaces[1].Path)
 }

@@ -15,11 +15,13 @@ import (
 	"github.com/userns-shim/userns-shim/pkg/spec"
 )
 
-// CheckRewrite reports how out, the document written for s after decoding
-// orig, fails: it must be one JSON object that decodes to exactly s (what
-// the runtime reads is what the shim decided), and keep every key of orig
-// that is surely unknown to specs-go, with its value where that value holds
-// nothing specs-go knows.
+// CheckRewrite reports how out, the document written for s (as spec.Decode
+// gave it, then changed) after decoding orig, fails: it must be one JSON
+// object whose fields the shim uses decode to exactly s (what the runtime
+// reads is what the shim decided); decoded whole, as runc decodes it, it
+// must be orig with those fields of s and nothing else changed; and it must
+// keep every key of orig that is surely unknown to specs-go, with its value
+// where that value holds nothing specs-go knows.
 func CheckRewrite(s *specs.Spec, orig, out []byte) error {
 	if err := spec.CheckDocument(out); err != nil {
 		return fmt.Errorf("output is not one JSON object: %w", err)
@@ -28,16 +30,18 @@ func CheckRewrite(s *specs.Spec, orig, out []byte) error {
 	if err != nil {
 		return fmt.Errorf("output does not decode: %w", err)
 	}
-	want, err := json.Marshal(s)
-	if err != nil {
+	if err := sameJSON(s, back, "output decodes to another spec"); err != nil {
 		return err
 	}
-	got, err := json.Marshal(back)
-	if err != nil {
-		return err
-	}
-	if !bytes.Equal(want, got) {
-		return fmt.Errorf("output decodes to another spec:\nwant %s\ngot  %s", want, got)
+	var whole, wholeOut specs.Spec
+	if json.Unmarshal(orig, &whole) == nil {
+		if err := json.Unmarshal(out, &wholeOut); err != nil {
+			return fmt.Errorf("output does not decode whole, the original does: %w", err)
+		}
+		spec.SetView(&whole, s)
+		if err := sameJSON(&whole, &wholeOut, "output decoded whole is not the original with the shim's changes"); err != nil {
+			return err
+		}
 	}
 	o, err := decodeAny(orig)
 	if err != nil {
@@ -48,6 +52,21 @@ func CheckRewrite(s *specs.Spec, orig, out []byte) error {
 		return err
 	}
 	return unknownKept(o, n, "", true)
+}
+
+func sameJSON(want, got *specs.Spec, what string) error {
+	w, err := json.Marshal(want)
+	if err != nil {
+		return err
+	}
+	g, err := json.Marshal(got)
+	if err != nil {
+		return err
+	}
+	if !bytes.Equal(w, g) {
+		return fmt.Errorf("%s:\nwant %s\ngot  %s", what, w, g)
+	}
+	return nil
 }
 
 func decodeAny(raw []byte) (any, error) {
