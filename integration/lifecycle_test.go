@@ -601,7 +601,7 @@ func TestLifecycleDebugLog(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var decided map[string]any
+		var decided, timed map[string]any
 		for n, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
 			var entry map[string]any
 			if err := json.Unmarshal([]byte(line), &entry); err != nil {
@@ -613,8 +613,11 @@ func TestLifecycleDebugLog(t *testing.T) {
 					t.Errorf("log line %d: no string %q: %q", n+1, k, line)
 				}
 			}
-			if entry["msg"] == "user namespace decided" {
+			switch entry["msg"] {
+			case "user namespace decided":
 				decided = entry
+			case "create timings":
+				timed = entry
 			}
 		}
 		if decided == nil {
@@ -623,6 +626,19 @@ func TestLifecycleDebugLog(t *testing.T) {
 		if decided["level"] != "debug" || decided["id"] != id || decided["source"] != "annotation" ||
 			decided["uidMappings"] != lcAnnotation(want) || decided["gidMappings"] != lcAnnotation(want) {
 			t.Errorf("decision entry %v: want level debug, id %s, source annotation, uid and gid mappings %s", decided, id, lcAnnotation(want))
+		}
+		// The phases of the create, in ms: the runtime's own create takes
+		// milliseconds whatever the machine; every phase is measured.
+		if timed == nil {
+			t.Fatalf("log has no \"create timings\" entry:\n%s", data)
+		}
+		for _, phase := range []string{"decode", "decide", "mounts", "write", "runtime", "release"} {
+			if ms, ok := timed[phase+"_ms"].(float64); !ok || ms < 0 {
+				t.Errorf("create timings %v: no %s_ms", timed, phase)
+			}
+		}
+		if ms, _ := timed["runtime_ms"].(float64); ms < 1 {
+			t.Errorf("create timings %v: the runtime's create took %v ms, under a millisecond", timed, ms)
 		}
 	})
 }

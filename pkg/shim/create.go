@@ -42,6 +42,7 @@ func (s *Shim) create() (_ int, retErr error) {
 			retErr = fmt.Errorf("container %s: %w", id, retErr)
 		}
 	}()
+	tm := s.newTimings()
 	bundle, cfgPath, err := s.configPath()
 	if err != nil {
 		return 0, err
@@ -63,6 +64,7 @@ func (s *Shim) create() (_ int, retErr error) {
 	if err != nil {
 		return 0, err
 	}
+	tm.lap("decode")
 	// A client that creates the container again from the file the shim
 	// rewrote (podman start after stop) gets what it first wrote.
 	restored, err := spec.Restore(f.Spec, s.ownsPath)
@@ -113,6 +115,7 @@ func (s *Shim) create() (_ int, retErr error) {
 		return 0, err
 	}
 	failpoint.Hit(failpoint.Allocated)
+	tm.lap("decide")
 	log := s.Log.WithFields(logrus.Fields{"id": id, "pod": pod.ID, "source": d.Source})
 	log.WithFields(logrus.Fields{"uidMappings": mapping.String(d.Mapping.UIDs), "gidMappings": mapping.String(d.Mapping.GIDs), "userns": p.Pin + p.UserNS}).
 		Debug("user namespace decided")
@@ -127,11 +130,11 @@ func (s *Shim) create() (_ int, retErr error) {
 		return 0, err
 	}
 	staging := &Staging{dir: filepath.Join(stagingRoot, id)}
-	if err := s.prepare(f, bundle, d, p, rec, users, staging, original); err != nil {
+	if err := s.prepare(f, bundle, d, p, rec, users, staging, original, tm); err != nil {
 		s.forget(id)
 		return 0, err
 	}
-	code, err := s.handOver(staging)
+	code, err := s.handOver(staging, tm)
 	// The container no longer exists after a failed create or run, or after
 	// a foreground run without --keep returned: what the shim keeps of it goes.
 	gone := err != nil || code != 0 || (s.Inv.Command == "run" && !s.Inv.Detach && !s.Inv.Keep)
@@ -140,13 +143,14 @@ func (s *Shim) create() (_ int, retErr error) {
 	} else if kerr := staging.keepRootfsPath(f.Spec.Root.Path); kerr != nil {
 		log.WithError(kerr).Warn("keep the rootfs path for exec")
 	}
+	tm.log(log, "create timings")
 	return code, err
 }
 
 // prepare makes the ID-mapped mounts and the rootfs, records the decision
 // and rewrites config.json. On error the staging mounts are gone; the caller
 // removes the rest (forget).
-func (s *Shim) prepare(f *spec.File, bundle string, d Decision, p *state.Pod, rec *state.Record, users *nsexec.UserNSCache, staging *Staging, original spec.Original) (err error) {
+func (s *Shim) prepare(f *spec.File, bundle string, d Decision, p *state.Pod, rec *state.Record, users *nsexec.UserNSCache, staging *Staging, original spec.Original, tm *timings) (err error) {
 	defer func() {
 		if err != nil {
 			err = errors.Join(err, staging.Release())
@@ -161,6 +165,7 @@ func (s *Shim) prepare(f *spec.File, bundle string, d Decision, p *state.Pod, re
 	if rec.Rootfs, err = s.idmapRootfs(f.Spec, bundle, d, users, staging); err != nil {
 		return err
 	}
+	tm.lap("mounts")
 	fitted, err := s.fitRuntime(f.Spec)
 	if err != nil {
 		return err
@@ -188,6 +193,7 @@ func (s *Shim) prepare(f *spec.File, bundle string, d Decision, p *state.Pod, re
 		}
 		failpoint.Hit(failpoint.ConfigSaved)
 	}
+	tm.lap("write")
 	return nil
 }
 
@@ -339,8 +345,10 @@ func changedMounts(recs []state.MountRecord) bool {
 // handOver runs the runtime's create or run and detaches the staging mounts
 // as soon as the container exists: when create returns, or, for a run, once
 // the runtime reports the container (its process may run for long).
-func (s *Shim) handOver(st *Staging) (int, error) {
+func (s *Shim) handOver(st *Staging, tm *timings) (int, error) {
+	defer tm.lap("release")
 	if !st.used() {
+		defer tm.lap("runtime")
 		return runtime.Run(s.RuntimePath, s.Inv.Args)
 	}
 	var stop chan struct{}
@@ -356,6 +364,7 @@ func (s *Shim) handOver(st *Staging) (int, error) {
 		close(done)
 	}
 	code, err := runtime.Run(s.RuntimePath, s.Inv.Args)
+	tm.lap("runtime")
 	if stop != nil {
 		close(stop)
 	}

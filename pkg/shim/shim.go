@@ -148,7 +148,10 @@ func (s *Shim) features() (int, error) {
 // foreground run --keep that exited, a create that died half-way).
 func (s *Shim) delete() (int, error) {
 	id := containerArg(s.Inv.CommandArgs)
+	tm := s.newTimings()
+	defer tm.log(s.Log.WithField("id", id), "delete timings")
 	code, err := runtime.Run(s.RuntimePath, s.Inv.Args)
+	tm.lap("runtime")
 	if err != nil {
 		return code, err
 	}
@@ -159,6 +162,7 @@ func (s *Shim) delete() (int, error) {
 		}
 	}
 	s.forget(id)
+	tm.lap("cleanup")
 	return code, nil
 }
 
