@@ -54,7 +54,7 @@ func kpShimBin(t *testing.T) string {
 // a create before or after the real runtime's create.
 const kpHoldEnv = "KP_HOLD"
 
-// kpHoldingRuntime wraps rt in a script that, for a create with KP_HOLD set,
+// kpHoldingRuntime wraps rt in a script that, for a create or run with KP_HOLD set,
 // makes the file "held" in dir and waits for the file "go" there, before or
 // after running the real create: a window, as long as the test wants, in
 // which the shim's runtime child runs and the test kills the shim.
@@ -63,7 +63,7 @@ func kpHoldingRuntime(t *testing.T, rt Runtime, dir string) Runtime {
 	script := fmt.Sprintf(`#!/bin/sh
 hold() { : > '%[1]s/held'; while [ ! -e '%[1]s/go' ]; do sleep 0.01; done; }
 case " $* " in
-*" create "*)
+*" create "*|*" run "*)
 	[ "$%[3]s" = before ] && hold
 	'%[2]s' "$@"; rc=$?
 	[ "$%[3]s" = after ] && hold
@@ -116,9 +116,13 @@ type kpRole struct {
 	// delete unless the runtime has the container (podman starting a
 	// container again by the same ID); gc runs at the end.
 	direct bool
+	// run: the shim dies in a `run --detach` (podman's and runc's one-step
+	// create and start), which shares create's steps and releases the
+	// staging mounts while the runtime runs.
+	run bool
 }
 
-var kpRoles = []kpRole{{name: "sandbox"}, {name: "app", app: true}, {name: "sandbox-overlay", overlay: true}, {name: "sandbox-retry-at-once", direct: true}}
+var kpRoles = []kpRole{{name: "sandbox"}, {name: "app", app: true}, {name: "sandbox-overlay", overlay: true}, {name: "sandbox-retry-at-once", direct: true}, {name: "sandbox-run", run: true}}
 
 // TestKillPoints: for each runtime, mapping from the allocator or from an
 // annotation, the pod's sandbox (first container: allocation, pin; with a
@@ -199,7 +203,11 @@ func kpRun(t *testing.T, rt Runtime, bin, mode string, role kpRole, pt kpPoint, 
 	} else {
 		e.ExtraEnv = []string{kpHoldEnv + "=" + pt.hold}
 	}
-	c, err := pdStart(e, "create", "--bundle", vb.Dir, "--pid-file", filepath.Join(holdDir, "pid"), victim)
+	call := []string{"create"}
+	if role.run {
+		call = []string{"run", "--detach"}
+	}
+	c, err := pdStart(e, append(call, "--bundle", vb.Dir, "--pid-file", filepath.Join(holdDir, "pid"), victim)...)
 	e.ExtraEnv = nil
 	if err != nil {
 		t.Fatal(err)
@@ -213,13 +221,17 @@ func kpRun(t *testing.T, rt Runtime, bin, mode string, role kpRole, pt kpPoint, 
 	}
 	o := c.Wait()
 	if !o.Killed || o.Signal != syscall.SIGKILL {
-		t.Fatalf("create %s: exit %d signal %v err %v, want death by SIGKILL at %s\nstderr: %s", victim, o.Code, o.Signal, o.Err, pt.name, o.Stderr)
+		t.Fatalf("%s %s: exit %d signal %v err %v, want death by SIGKILL at %s\nstderr: %s", call[0], victim, o.Code, o.Signal, o.Err, pt.name, o.Stderr)
 	}
 	pdWaitSettled(t, e) // a held runtime create runs on to its end
 	kpRequireConfig(t, e, vb, orig, pt.rewrite, role.overlay, sandbox, victim, want)
 	killed := pdTakeInventory(t, e)
 	if pt.created {
-		kpRequireRetryRefused(t, e, vb, victim, killed)
+		status := specs.StateCreated
+		if role.run {
+			status = specs.StateRunning
+		}
+		kpRequireRetryRefused(t, e, vb, victim, killed, status)
 	}
 
 	// What a CRI runtime does after a failed create: delete, forced, the
@@ -308,7 +320,7 @@ func kpRequireSame[T any](t *testing.T, what string, before, after T) {
 // the runtime made before the shim was killed, fails (it exists) and
 // changes nothing: the live container keeps its record, its pod's range and
 // pin, and config.json.
-func kpRequireRetryRefused(t *testing.T, e *Env, b *Bundle, id string, before pdInventory) {
+func kpRequireRetryRefused(t *testing.T, e *Env, b *Bundle, id string, before pdInventory, status specs.ContainerState) {
 	t.Helper()
 	config := b.Raw(t)
 	r := lcShim(e, "create", "--bundle", b.Dir, id)
@@ -326,7 +338,7 @@ func kpRequireRetryRefused(t *testing.T, e *Env, b *Bundle, id string, before pd
 	if !bytes.Equal(config, b.Raw(t)) {
 		t.Errorf("a refused create of the existing %s changed config.json", id)
 	}
-	lcRequireStatus(t, e, id, specs.StateCreated)
+	lcRequireStatus(t, e, id, status)
 }
 
 // kpNewVolumes makes n volumes: n-1 directories on the root ext4 and a
@@ -424,36 +436,55 @@ func TestKillPointsNotShipped(t *testing.T) {
 	}
 }
 
-// TestKillPointsDelete: the shim dies by SIGKILL in a delete --force of a
-// pod's last container, after the runtime's delete: before its own cleanup
-// began, or once the container left its pod (pin and range gone, record
-// still there). `shim gc` then leaves no record, pin, range, staging or
-// mount, and the same container can be created again.
-func TestKillPointsDelete(t *testing.T) {
+// TestKillPointsDelete: a delete killed after the runtime's delete, before
+// and after the container left its pod; `shim gc` then finishes the job.
+func TestKillPointsDelete(t *testing.T) { kpKillCleanup(t, "delete", 3_400_000_000) }
+
+// TestKillPointsGC: `shim gc` removes what the shim kept of a container the
+// runtime lost without the shim (deleted behind its back), through the same
+// steps as a delete; killed at each of them, the next gc finishes the job.
+func TestKillPointsGC(t *testing.T) { kpKillCleanup(t, "gc", 3_500_000_000) }
+
+// kpKillCleanup kills the shim's cleanup of a container (in a delete, or in
+// the gc after the runtime lost it) at each of its steps; after `shim gc`
+// the state dir, staging and the mounts are as before the create, and the
+// same create runs again. host is where the test's host IDs start.
+func kpKillCleanup(t *testing.T, how string, host uint32) {
 	lcForEachRuntime(t, func(t *testing.T, i int, rt Runtime) {
 		bin := kpShimBin(t)
 		for k, point := range []string{failpoint.Forget, failpoint.LeftPod} {
 			t.Run(point, func(t *testing.T) {
-				want := lcRange(uint32(3_400_000_000 + i*10_000_000 + k*lcSize*4))
+				want := lcRange(host + uint32(i*10_000_000+k*lcSize*4))
 				e := pdEnv(t, rt, "", true)
 				e.Bin = bin
 				root := filepath.Dir(filepath.Dir(e.StateDir))
-				id := fmt.Sprintf("kp-delete-%s-%s", point, rt.Name)
+				id := fmt.Sprintf("kp-%s-%s-%s", how, point, rt.Name)
 				b := pdBundle(t, pdContainerd("sandbox", id, "", lcAnnotation(want)))
 				kpMountVolumes(t, b, kpNewVolumes(t, kpVolumes))
 				mountsBefore := pdMountsUnder(t, root)
 				pdCreateStart(t, e, b, id)
 
+				killed := []string{"delete", "--force", id}
+				if how == "gc" {
+					// The runtime loses the container; the shim's record and pod stay.
+					if out, err := exec.Command(rt.Path, "--root", e.RootDir, "delete", "--force", id).CombinedOutput(); err != nil {
+						t.Fatalf("%s delete --force %s behind the shim: %v: %s", rt.Name, id, err, out)
+					}
+					if left := pdTakeInventory(t, e); len(left.Records) == 0 || len(left.PinsMounted) == 0 {
+						t.Fatalf("nothing for gc to do: %s", left)
+					}
+					killed = []string{"shim", "gc"}
+				}
 				e.ExtraEnv = []string{failpoint.Env + "=" + point}
-				o := pdRun(e, "delete", "--force", id)
+				o := pdRun(e, killed...)
 				e.ExtraEnv = nil
 				if !o.Killed || o.Signal != syscall.SIGKILL {
-					t.Fatalf("delete --force %s: exit %d signal %v err %v, want death by SIGKILL at %s\nstderr: %s", id, o.Code, o.Signal, o.Err, point, o.Stderr)
+					t.Fatalf("%v: exit %d signal %v err %v, want death by SIGKILL at %s\nstderr: %s", killed, o.Code, o.Signal, o.Err, point, o.Stderr)
 				}
 				if lcShim(e, "state", id).Code == 0 {
-					t.Fatalf("the runtime still has %s after its delete", id)
+					t.Fatalf("the runtime still has %s", id)
 				}
-				t.Logf("killed in delete at %s: left%s", point, pdTakeInventory(t, e))
+				t.Logf("killed in %s at %s: left%s", how, point, pdTakeInventory(t, e))
 				t.Logf("shim gc:\n%s", lcMustShim(e, "shim", "gc").Stdout)
 
 				pdRequireStateClean(t, e)
