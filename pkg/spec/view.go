@@ -52,34 +52,64 @@ type resourcesView struct {
 
 // spec returns a specs.Spec holding v's fields (sharing their values).
 func (v *view) spec() *specs.Spec {
-	s := &specs.Spec{Version: v.Version, Root: v.Root, Mounts: v.Mounts, Annotations: v.Annotations}
-	if p := v.Process; p != nil {
-		s.Process = &specs.Process{User: p.User, Scheduler: p.Scheduler, IOPriority: p.IOPriority, ExecCPUAffinity: p.ExecCPUAffinity}
-	}
-	if l := v.Linux; l != nil {
-		s.Linux = &specs.Linux{UIDMappings: l.UIDMappings, GIDMappings: l.GIDMappings, Namespaces: l.Namespaces,
-			NetDevices: l.NetDevices, IntelRdt: l.IntelRdt, MemoryPolicy: l.MemoryPolicy}
-		if l.Resources != nil {
-			s.Linux.Resources = &specs.LinuxResources{Pids: l.Resources.Pids}
-		}
-	}
+	s := &specs.Spec{}
+	intoSpec(reflect.ValueOf(s).Elem(), reflect.ValueOf(v).Elem())
 	return s
 }
 
 // viewOf returns the view fields of s (sharing their values).
 func viewOf(s *specs.Spec) view {
-	v := view{Version: s.Version, Root: s.Root, Mounts: s.Mounts, Annotations: s.Annotations}
-	if p := s.Process; p != nil {
-		v.Process = &processView{User: p.User, Scheduler: p.Scheduler, IOPriority: p.IOPriority, ExecCPUAffinity: p.ExecCPUAffinity}
-	}
-	if l := s.Linux; l != nil {
-		v.Linux = &linuxView{UIDMappings: l.UIDMappings, GIDMappings: l.GIDMappings, Namespaces: l.Namespaces,
-			NetDevices: l.NetDevices, IntelRdt: l.IntelRdt, MemoryPolicy: l.MemoryPolicy}
-		if l.Resources != nil {
-			v.Linux.Resources = &resourcesView{Pids: l.Resources.Pids}
+	var v view
+	fromSpec(reflect.ValueOf(&v).Elem(), reflect.ValueOf(s).Elem())
+	return v
+}
+
+// The view types name their fields as specs-go does, and fromSpec and
+// intoSpec copy by name: the view's definition is the one list of what the
+// shim uses. A field of a view type's own (processView for *specs.Process)
+// is a section, copied field by field.
+
+// fromSpec fills v, a view struct, from s, the specs-go struct it views.
+func fromSpec(v, s reflect.Value) {
+	for i := range v.NumField() {
+		f, sf := v.Type().Field(i), s.FieldByName(v.Type().Field(i).Name)
+		switch {
+		case f.Type == sf.Type():
+			v.Field(i).Set(sf)
+		case sf.IsNil():
+			v.Field(i).SetZero()
+		default:
+			section := reflect.New(f.Type.Elem())
+			fromSpec(section.Elem(), sf.Elem())
+			v.Field(i).Set(section)
 		}
 	}
-	return v
+}
+
+// intoSpec gives s, a specs-go struct, the fields of v, the view struct of
+// it, and keeps all others. A section v lacks loses its view fields in s,
+// and goes when nothing else is left in it.
+func intoSpec(s, v reflect.Value) {
+	for i := range v.NumField() {
+		f, sf := v.Type().Field(i), s.FieldByName(v.Type().Field(i).Name)
+		section := v.Field(i)
+		switch {
+		case f.Type == sf.Type():
+			sf.Set(section)
+		case section.IsNil():
+			if !sf.IsNil() {
+				intoSpec(sf.Elem(), reflect.New(f.Type.Elem()).Elem())
+				if sf.Elem().IsZero() {
+					sf.SetZero()
+				}
+			}
+		default:
+			if sf.IsNil() {
+				sf.Set(reflect.New(sf.Type().Elem()))
+			}
+			intoSpec(sf.Elem(), section.Elem())
+		}
+	}
 }
 
 // deepCopy returns v with nothing shared: every pointer, slice and map
@@ -125,46 +155,7 @@ func copyValue(dst, src reflect.Value) {
 // SetView gives dst (a whole spec) the fields that the shim reads and
 // writes from src, keeping all others; a section left with nothing set goes.
 func SetView(dst, src *specs.Spec) {
-	v := viewOf(src)
-	dst.Version, dst.Root, dst.Mounts, dst.Annotations = v.Version, v.Root, v.Mounts, v.Annotations
-	if v.Process != nil && dst.Process == nil {
-		dst.Process = &specs.Process{}
-	}
-	if p := dst.Process; p != nil {
-		pv := v.Process
-		if pv == nil {
-			pv = &processView{}
-		}
-		p.User, p.Scheduler, p.IOPriority, p.ExecCPUAffinity = pv.User, pv.Scheduler, pv.IOPriority, pv.ExecCPUAffinity
-		if v.Process == nil && reflect.ValueOf(*p).IsZero() {
-			dst.Process = nil
-		}
-	}
-	if v.Linux != nil && dst.Linux == nil {
-		dst.Linux = &specs.Linux{}
-	}
-	if l := dst.Linux; l != nil {
-		lv := v.Linux
-		if lv == nil {
-			lv = &linuxView{}
-		}
-		l.UIDMappings, l.GIDMappings, l.Namespaces = lv.UIDMappings, lv.GIDMappings, lv.Namespaces
-		l.NetDevices, l.IntelRdt, l.MemoryPolicy = lv.NetDevices, lv.IntelRdt, lv.MemoryPolicy
-		if lv.Resources != nil && l.Resources == nil {
-			l.Resources = &specs.LinuxResources{}
-		}
-		if r := l.Resources; r != nil {
-			r.Pids = nil
-			if lv.Resources != nil {
-				r.Pids = lv.Resources.Pids
-			} else if reflect.ValueOf(*r).IsZero() {
-				l.Resources = nil
-			}
-		}
-		if v.Linux == nil && reflect.ValueOf(*l).IsZero() {
-			dst.Linux = nil
-		}
-	}
+	intoSpec(reflect.ValueOf(dst).Elem(), reflect.ValueOf(viewOf(src)))
 }
 
 // errAmbiguous: a field to descend into occurs more than once in one
